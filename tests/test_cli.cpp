@@ -1,0 +1,108 @@
+// The latentcell binary as a user runs it: --help on every subcommand, `info`, the smoke training
+// run, and one-line errors with a non-zero exit for every kind of config mistake.
+#include "TestUtil.h"
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <regex>
+#include <string>
+#include <sys/wait.h>
+
+using latentcell::test::TempDir;
+
+namespace {
+
+struct Run {
+  int status = -1;
+  std::string out;  // stdout and stderr together
+};
+
+Run run(const std::string& args) {
+  const std::string cmd = std::string("'") + LATENTCELL_BINARY + "' " + args + " 2>&1";
+  Run r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
+  const int raw = pclose(pipe);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return r;
+}
+
+void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// The error line printed by the binary; it must be the only line of output.
+void expectOneLineError(const Run& r, int status, const std::vector<std::string>& phrases) {
+  EXPECT_EQ(r.status, status) << r.out;
+  ASSERT_FALSE(r.out.empty());
+  EXPECT_EQ(r.out.rfind("error: ", 0), 0u) << r.out;
+  EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "more than one line: " << r.out;
+  for (const auto& p : phrases) EXPECT_NE(r.out.find(p), std::string::npos) << "missing '" << p << "' in: " << r.out;
+}
+
+}  // namespace
+
+TEST(Cli, HelpForEverySubcommand) {
+  auto top = run("--help");
+  EXPECT_EQ(top.status, 0);
+  for (const char* sub : {"info", "train"}) {
+    EXPECT_NE(top.out.find(sub), std::string::npos) << sub;
+    auto r = run(std::string(sub) + " --help");
+    EXPECT_EQ(r.status, 0) << sub;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
+  }
+  EXPECT_NE(run("").status, 0);  // a subcommand is required
+  EXPECT_NE(run("no-such-command").status, 0);
+}
+
+TEST(Cli, InfoReportsVersionsAndBackends) {
+  auto r = run("info");
+  ASSERT_EQ(r.status, 0) << r.out;
+  for (const char* key : {"latentcell", "torch", "CUDA build      yes", "cuDNN", "NCCL", "gloo", "cpu", "threads"})
+    EXPECT_NE(r.out.find(key), std::string::npos) << key << " in\n" << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(torch\s+2\.\d+\.\d+)"))) << r.out;
+}
+
+TEST(Cli, SmokeTrainingLowersTheLossAndWritesItsRun) {
+  TempDir dir;
+  auto r = run("train '" + latentcell::test::sourcePath("configs/smoke.yaml") +
+               "' optim.steps=120 optim.log_every=40 device=cpu out_dir='" + dir.path().string() + "'");
+  ASSERT_EQ(r.status, 0) << r.out;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(loss ([0-9.]+) -> ([0-9.]+))"))) << r.out;
+  EXPECT_LT(std::stod(m[2]), 0.7 * std::stod(m[1])) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("model.safetensors")));
+  // The resolved config reproduces the run's settings, overrides included.
+  std::ifstream in(dir.file("config.yaml"));
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(text.find("steps: 120"), std::string::npos) << text;
+}
+
+TEST(Cli, ConfigErrorsAreOneLineAndNonZero) {
+  TempDir dir;
+  const auto missing = dir.file("missing.yaml");
+  expectOneLineError(run("train '" + missing + "'"), 2, {missing});
+
+  const auto unknown = dir.file("unknown.yaml");
+  write(unknown, "task: smoke\noptim:\n  lrr: 0.1\n");
+  expectOneLineError(run("train '" + unknown + "'"), 2, {"optim.lrr", unknown});
+
+  const auto wrong_type = dir.file("wrong_type.yaml");
+  write(wrong_type, "optim:\n  steps: many\n");
+  expectOneLineError(run("train '" + wrong_type + "'"), 2, {"optim.steps", wrong_type});
+
+  const auto syntax = dir.file("syntax.yaml");
+  write(syntax, "optim: [1, 2\n");
+  expectOneLineError(run("train '" + syntax + "'"), 2, {syntax});
+
+  const auto good = latentcell::test::sourcePath("configs/smoke.yaml");
+  expectOneLineError(run("train '" + good + "' optim.steps"), 2, {"optim.steps"});
+  expectOneLineError(run("train '" + good + "' =3"), 2, {"=3"});
+  expectOneLineError(run("train '" + good + "' model.widht=3"), 2, {"model.widht"});
+  expectOneLineError(run("train '" + good + "' model.heads=5"), 2, {"model.dim"});
+  expectOneLineError(run("train '" + good + "' task=other"), 2, {"task", "smoke"});
+}
