@@ -24,6 +24,7 @@ find_package(spdlog REQUIRED)            # logging
 find_package(fmt REQUIRED)               # string formatting (spdlog's, used directly too)
 find_package(CLI11 REQUIRED)             # command line with subcommands
 find_package(nlohmann_json REQUIRED)     # safetensors headers, JSONL metrics
+find_package(HDF5 REQUIRED COMPONENTS C)  # h5ad files (HDF5 C API)
 find_package(Threads REQUIRED)
 
 if(LATENTCELL_BUILD_TESTS)

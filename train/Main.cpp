@@ -1,32 +1,14 @@
-// latentcell: one binary, one subcommand per task. The mains stay thin: each subcommand parses
-// its arguments and calls into the libraries. Errors end in one line on stderr and a non-zero
-// exit: 2 for bad configs or arguments, 1 for failures while running.
-#include "core/BuildInfo.h"
+// latentcell: one binary, one subcommand per task. The main stays thin: it registers the
+// subcommands (train/Commands.h), parses, and runs the chosen one. Errors end in one line on stderr
+// and a non-zero exit: 2 for bad configs, arguments or inputs, 1 for failures while running.
 #include "core/Config.h"
 #include "core/Logging.h"
-#include "train/SmokeTask.h"
-
-#include <CLI/CLI.hpp>
+#include "train/Commands.h"
 
 #include <cstdio>
 #include <exception>
-#include <iostream>
-#include <string>
+#include <stdexcept>
 #include <vector>
-
-namespace {
-
-int runTrain(const std::string& config_path, const std::vector<std::string>& overrides) {
-  latentcell::train::SmokeConfig config;
-  latentcell::core::loadConfigFile(config, config_path, overrides);
-  const auto result = latentcell::train::runSmokeTask(config);
-  if (result.losses.size() >= 2) {
-    latentcell::core::logInfo("loss {:.5f} -> {:.5f}", result.losses.front(), result.losses.back());
-  }
-  return 0;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"latentcell: latent generative models of single cells on LibTorch"};
@@ -34,13 +16,8 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
 
-  auto* info = app.add_subcommand("info", "Show versions, devices, distributed backends and threads");
-
-  auto* train = app.add_subcommand("train", "Train a model from a YAML config (key.sub=value overrides follow)");
-  std::string config_path;
-  std::vector<std::string> overrides;
-  train->add_option("config", config_path, "YAML config file")->required();
-  train->add_option("overrides", overrides, "config overrides, e.g. optim.lr=1e-3 model.dim=64");
+  using namespace latentcell::cli;
+  const std::vector<Command> commands = {addInfoCommand(app), addTrainCommand(app)};
 
   try {
     app.parse(argc, argv);
@@ -50,11 +27,9 @@ int main(int argc, char** argv) {
 
   try {
     latentcell::core::setupLogging(log_level);
-    if (*info) {
-      std::cout << latentcell::core::formatBuildInfo(latentcell::core::buildInfo());
-      return 0;
+    for (const auto& cmd : commands) {
+      if (cmd.app->parsed()) return cmd.run();
     }
-    if (*train) return runTrain(config_path, overrides);
   } catch (const latentcell::core::ConfigError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -1,0 +1,20 @@
+// Subcommands of the latentcell binary. Each add*Command registers its CLI11 subcommand with its
+// options on `parent` and returns the function that runs it once parsed; Main.cpp runs the one the
+// user chose. A command returns its exit code and reports errors by throwing (see Main.cpp).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace latentcell::cli {
+
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+Command addInfoCommand(CLI::App& parent);
+Command addTrainCommand(CLI::App& parent);
+
+}  // namespace latentcell::cli
