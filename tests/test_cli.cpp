@@ -70,16 +70,21 @@ TEST(Cli, InfoReportsVersionsAndBackends) {
 TEST(Cli, SmokeTrainingLowersTheLossAndWritesItsRun) {
   TempDir dir;
   auto r = run("train '" + latentcell::test::sourcePath("configs/smoke.yaml") +
-               "' optim.steps=120 optim.log_every=40 device=cpu out_dir='" + dir.path().string() + "'");
+               "' trainer.max_steps=120 trainer.log_every=40 device=cpu run_dir='" + dir.path().string() + "'");
   ASSERT_EQ(r.status, 0) << r.out;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(loss ([0-9.]+) -> ([0-9.]+))"))) << r.out;
   EXPECT_LT(std::stod(m[2]), 0.7 * std::stod(m[1])) << r.out;
-  EXPECT_TRUE(std::filesystem::exists(dir.file("model.safetensors")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("checkpoints/step-00000120/model.safetensors")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("metrics.jsonl")));
   // The resolved config reproduces the run's settings, overrides included.
   std::ifstream in(dir.file("config.yaml"));
   std::string text((std::istreambuf_iterator<char>(in)), {});
-  EXPECT_NE(text.find("steps: 120"), std::string::npos) << text;
+  EXPECT_NE(text.find("max_steps: 120"), std::string::npos) << text;
+  // A second run into the same directory must not overwrite it.
+  expectOneLineError(run("train '" + latentcell::test::sourcePath("configs/smoke.yaml") + "' run_dir='" +
+                         dir.path().string() + "'"),
+                     2, {"already holds checkpoints", "--resume"});
 }
 
 TEST(Cli, ConfigErrorsAreOneLineAndNonZero) {
@@ -88,19 +93,19 @@ TEST(Cli, ConfigErrorsAreOneLineAndNonZero) {
   expectOneLineError(run("train '" + missing + "'"), 2, {missing});
 
   const auto unknown = dir.file("unknown.yaml");
-  write(unknown, "task: smoke\noptim:\n  lrr: 0.1\n");
-  expectOneLineError(run("train '" + unknown + "'"), 2, {"optim.lrr", unknown});
+  write(unknown, "task: smoke\ntrainer:\n  optimizer:\n    lrr: 0.1\n");
+  expectOneLineError(run("train '" + unknown + "'"), 2, {"trainer.optimizer.lrr", unknown});
 
   const auto wrong_type = dir.file("wrong_type.yaml");
-  write(wrong_type, "optim:\n  steps: many\n");
-  expectOneLineError(run("train '" + wrong_type + "'"), 2, {"optim.steps", wrong_type});
+  write(wrong_type, "trainer:\n  max_steps: many\n");
+  expectOneLineError(run("train '" + wrong_type + "'"), 2, {"trainer.max_steps", wrong_type});
 
   const auto syntax = dir.file("syntax.yaml");
-  write(syntax, "optim: [1, 2\n");
+  write(syntax, "trainer: [1, 2\n");
   expectOneLineError(run("train '" + syntax + "'"), 2, {syntax});
 
   const auto good = latentcell::test::sourcePath("configs/smoke.yaml");
-  expectOneLineError(run("train '" + good + "' optim.steps"), 2, {"optim.steps"});
+  expectOneLineError(run("train '" + good + "' trainer.max_steps"), 2, {"trainer.max_steps"});
   expectOneLineError(run("train '" + good + "' =3"), 2, {"=3"});
   expectOneLineError(run("train '" + good + "' model.widht=3"), 2, {"model.widht"});
   expectOneLineError(run("train '" + good + "' model.heads=5"), 2, {"model.dim"});

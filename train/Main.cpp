@@ -13,6 +13,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"latentcell: latent generative models of single cells on LibTorch"};
   app.require_subcommand(1);
+  app.fallthrough();  // global options such as --log-level may also follow the subcommand
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
 

@@ -5,17 +5,12 @@
 #include "core/Logging.h"
 #include "core/Mcab.h"
 #include "core/Random.h"
-#include "core/Safetensors.h"
-#include "core/StateDict.h"
 #include "core/TransformerBlock.h"
 
 #include <torch/nn/modules/linear.h>
-#include <torch/optim/adamw.h>
 #include <torch/torch.h>
 
 #include <filesystem>
-#include <fstream>
-#include <stdexcept>
 
 namespace latentcell::train {
 namespace {
@@ -30,9 +25,9 @@ class SetModelImpl : public torch::nn::Module {
   }
   // x [batch, n, features], pad [batch, n] -> [batch, 2]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& pad) {
-    auto z = pool(embed(x), pad);          // [batch, latent_tokens, dim]
-    z = block(z);                          // [batch, latent_tokens, dim]
-    return readout(z.mean(1));             // [batch, 2]
+    auto z = pool(embed(x), pad);  // [batch, latent_tokens, dim]
+    z = block(z);                  // [batch, latent_tokens, dim]
+    return readout(z.mean(1));     // [batch, 2]
   }
   torch::nn::Linear embed{nullptr}, readout{nullptr};
   core::Mcab pool{nullptr};
@@ -40,21 +35,41 @@ class SetModelImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SetModel);
 
-struct Batch {
-  torch::Tensor x, pad, target;
-};
+class SmokeTrainable : public Trainable {
+ public:
+  SmokeTrainable(const SmokeConfig& c, const c10::Device& device)
+      : config_(c), device_(device), model_(c.model, c.data.features) {}
 
-Batch randomBatch(const SmokeConfig& c, at::Generator& gen, const c10::Device& device) {
-  const int64_t b = c.optim.batch_size, n = c.data.set_size, f = c.data.features;
-  auto x = torch::randn({b, n, f}, gen);                                          // [b, n, f]
-  auto lengths = torch::randint(1, n + 1, {b}, gen);                              // [b]
-  auto pad = torch::arange(n).unsqueeze(0).ge(lengths.unsqueeze(1));             // [b, n]
-  auto valid = pad.logical_not().to(torch::kFloat);
-  auto mean0 = (x.select(2, 0) * valid).sum(1) / valid.sum(1);                    // [b]
-  auto max1 = std::get<0>(x.select(2, 1).masked_fill(pad, -1e9).max(1));          // [b]
-  auto target = torch::stack({mean0, max1}, 1);                                   // [b, 2]
-  return {x.to(device), pad.to(device), target.to(device)};
-}
+  torch::nn::Module& module() override { return *model_; }
+  int64_t batchSize() const override { return config_.data.batch_size; }
+  DataState dataState() const override { return {{"batch", next_batch_}}; }
+  void restoreDataState(const DataState& state) override { next_batch_ = state.at("batch"); }
+
+  LossTerms trainLoss() override { return lossOn(next_batch_++); }
+  // Validation uses one fixed batch whose index no training step reaches.
+  LossTerms evalLoss() override { return lossOn(-1); }
+
+ private:
+  LossTerms lossOn(int64_t batch_index) {
+    const int64_t b = config_.data.batch_size, n = config_.data.set_size, f = config_.data.features;
+    auto gen = core::makeGenerator(static_cast<uint64_t>(config_.seed) * 1000003ULL +
+                                   static_cast<uint64_t>(batch_index));
+    auto x = torch::randn({b, n, f}, gen);                                     // [b, n, f]
+    auto lengths = torch::randint(1, n + 1, {b}, gen);                         // [b]
+    auto pad = torch::arange(n).unsqueeze(0).ge(lengths.unsqueeze(1));        // [b, n]
+    auto valid = pad.logical_not().to(torch::kFloat);
+    auto mean0 = (x.select(2, 0) * valid).sum(1) / valid.sum(1);               // [b]
+    auto max1 = std::get<0>(x.select(2, 1).masked_fill(pad, -1e9).max(1));     // [b]
+    auto target = torch::stack({mean0, max1}, 1).to(device_);                  // [b, 2]
+    auto pred = model_(x.to(device_), pad.to(device_));
+    return {{{"loss", torch::mse_loss(pred.to(torch::kFloat), target)}}};
+  }
+
+  const SmokeConfig& config_;
+  c10::Device device_;
+  SetModel model_;
+  int64_t next_batch_ = 0;
+};
 
 }  // namespace
 
@@ -73,74 +88,41 @@ void SmokeModelConfig::validate() const {
 void SmokeDataConfig::visit(core::ConfigVisitor& v) {
   v.field("set_size", set_size, "maximum set size (padded length)");
   v.field("features", features, "features per set element (at least 2)");
+  v.field("batch_size", batch_size, "sets per batch");
 }
 void SmokeDataConfig::validate() const {
   if (set_size <= 0) reject("set_size", "must be positive");
   if (features < 2) reject("features", "must be at least 2 (the targets read features 0 and 1)");
-}
-
-void SmokeOptimConfig::visit(core::ConfigVisitor& v) {
-  v.field("lr", lr, "AdamW learning rate");
-  v.field("steps", steps, "optimizer steps");
-  v.field("batch_size", batch_size, "sets per step");
-  v.field("log_every", log_every, "steps between loss lines");
-}
-void SmokeOptimConfig::validate() const {
-  if (!(lr > 0)) reject("lr", "must be positive");
-  if (steps <= 0) reject("steps", "must be positive");
   if (batch_size <= 0) reject("batch_size", "must be positive");
-  if (log_every <= 0) reject("log_every", "must be positive");
 }
 
 void SmokeConfig::visit(core::ConfigVisitor& v) {
   v.choice("task", task, {"smoke"}, "what to train");
   v.field("seed", seed, "random seed (weights and data)");
   v.field("device", device, "auto, cpu, cuda or cuda:N");
-  v.field("out_dir", out_dir, "if set, the resolved config and final weights are written here");
+  v.field("run_dir", run_dir, "run directory: resolved config, checkpoints, metrics");
   v.section("model", model, "the set model");
   v.section("data", data, "random sets");
-  v.section("optim", optim, "optimisation");
+  v.section("trainer", trainer, "training engine");
 }
 
-SmokeResult runSmokeTask(const SmokeConfig& c) {
+TrainSummary runSmokeTask(const SmokeConfig& c, bool resume) {
   const auto device = core::resolveDevice(c.device);
   core::seedEverything(static_cast<uint64_t>(c.seed));
-  auto gen = core::makeGenerator(static_cast<uint64_t>(c.seed) + 1);
-  SetModel model(c.model, c.data.features);
-  model->to(device);
-  torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(c.optim.lr).weight_decay(0.0));
-  core::logInfo("smoke task on {}: {} parameters, {} steps of {} random sets", device.str(),
-               [&] { int64_t n = 0; for (auto& p : model->parameters()) n += p.numel(); return n; }(),
-               c.optim.steps, c.optim.batch_size);
-
-  SmokeResult result;
-  double window = 0;
-  int64_t in_window = 0;
-  for (int64_t step = 1; step <= c.optim.steps; ++step) {
-    auto batch = randomBatch(c, gen, device);
-    auto loss = torch::mse_loss(model(batch.x, batch.pad), batch.target);
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-    window += loss.item<double>();
-    ++in_window;
-    if (step % c.optim.log_every == 0 || step == c.optim.steps) {
-      result.losses.push_back(window / in_window);
-      core::logInfo("step {:>5}/{}  loss {:.5f}", step, c.optim.steps, result.losses.back());
-      window = 0;
-      in_window = 0;
-    }
+  if (!resume && CheckpointManager(c.run_dir, 1).latest()) {
+    throw std::invalid_argument("run directory " + c.run_dir + " already holds checkpoints; continue it with --resume " +
+                                c.run_dir + " or set run_dir to a new directory");
   }
-
-  if (!c.out_dir.empty()) {
-    std::filesystem::create_directories(c.out_dir);
-    std::ofstream(std::filesystem::path(c.out_dir) / "config.yaml") << core::dumpConfig(c);
-    model->to(torch::kCPU);
-    core::saveSafetensors((std::filesystem::path(c.out_dir) / "model.safetensors").string(),
-                          core::stateDict(*model), {{"task", "smoke"}});
-    core::logInfo("wrote {}/config.yaml and model.safetensors", c.out_dir);
+  SmokeTrainable trainable(c, device);
+  Trainer trainer(c.trainer, trainable, device, c.run_dir, core::dumpConfig(c));
+  if (resume && !trainer.resume()) {
+    throw std::invalid_argument("cannot resume: " + c.run_dir + " has no checkpoint; drop --resume to start a new run");
   }
-  return result;
+  int64_t params = 0;
+  for (const auto& p : trainable.module().parameters()) params += p.numel();
+  core::logInfo("smoke task on {}: {} parameters, steps {} -> {}, run directory {}", device.str(), params,
+                trainer.step(), c.trainer.max_steps, c.run_dir);
+  return trainer.fit();
 }
 
 }  // namespace latentcell::train

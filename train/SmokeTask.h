@@ -1,18 +1,20 @@
-// The smoke task: a small MCAB set model trained on random data, so a fresh install can show a
-// loss going down in seconds with nothing but the binary.
+// The smoke task: a small MCAB set model trained on random data through the full Trainer, so a
+// fresh install shows a loss going down in seconds with nothing but the binary, and the training
+// engine (checkpoints, exact resume, accumulation) has a cheap model to be tested on.
 //
 // Each example is a random set of up to `set_size` feature vectors (random amounts of padding);
 // the model pools it with an MCAB (pseudo-inputs) into latent tokens, runs a transformer block
 // and predicts two permutation-invariant statistics of the set: the mean of feature 0 and the
 // max of feature 1. The targets depend on the whole set, so the loss only falls if masking,
-// pooling and attention work together.
+// pooling and attention work together. Batch b is drawn from a generator seeded by (seed, b), so
+// the data position is one integer.
 #pragma once
 
 #include "core/Config.h"
+#include "train/Trainer.h"
 
 #include <cstdint>
 #include <string>
-#include <vector>
 
 namespace latentcell::train {
 
@@ -27,15 +29,7 @@ struct SmokeModelConfig : core::ConfigSection {
 struct SmokeDataConfig : core::ConfigSection {
   int64_t set_size = 16;
   int64_t features = 8;
-  void visit(core::ConfigVisitor& v) override;
-  void validate() const override;
-};
-
-struct SmokeOptimConfig : core::ConfigSection {
-  double lr = 3e-3;
-  int64_t steps = 200;
   int64_t batch_size = 32;
-  int64_t log_every = 20;
   void visit(core::ConfigVisitor& v) override;
   void validate() const override;
 };
@@ -44,17 +38,14 @@ struct SmokeConfig : core::ConfigSection {
   std::string task = "smoke";
   int64_t seed = 0;
   std::string device = "auto";
-  std::string out_dir;  // when set: resolved config and final weights are written there
+  std::string run_dir = "runs/smoke";
   SmokeModelConfig model;
   SmokeDataConfig data;
-  SmokeOptimConfig optim;
+  TrainerConfig trainer;
   void visit(core::ConfigVisitor& v) override;
 };
 
-struct SmokeResult {
-  std::vector<double> losses;  // one per logged step (mean over the logging window)
-};
-
-SmokeResult runSmokeTask(const SmokeConfig& config);
+// Trains (or, with resume, continues) the smoke model; returns the trainer's summary.
+TrainSummary runSmokeTask(const SmokeConfig& config, bool resume);
 
 }  // namespace latentcell::train

@@ -1,4 +1,5 @@
-// `latentcell train CONFIG [key.sub=value ...]`: trains what the config describes.
+// `latentcell train CONFIG [key.sub=value ...] [--resume RUN_DIR]`: trains what the config
+// describes, or continues the run in RUN_DIR from its latest checkpoint.
 #include "core/Config.h"
 #include "core/Logging.h"
 #include "train/Commands.h"
@@ -14,19 +15,22 @@ Command addTrainCommand(CLI::App& parent) {
   struct Args {
     std::string config;
     std::vector<std::string> overrides;
+    std::string resume;
   };
   auto args = std::make_shared<Args>();
   Command cmd;
   cmd.app = parent.add_subcommand("train", "Train a model from a YAML config (key.sub=value overrides follow)");
   cmd.app->add_option("config", args->config, "YAML config file")->required();
-  cmd.app->add_option("overrides", args->overrides, "config overrides, e.g. optim.lr=1e-3 model.dim=64");
+  cmd.app->add_option("overrides", args->overrides, "config overrides, e.g. trainer.optimizer.lr=1e-3 model.dim=64");
+  cmd.app->add_option("--resume", args->resume, "continue the run in this directory from its latest checkpoint");
   cmd.run = [args] {
+    auto overrides = args->overrides;
+    if (!args->resume.empty()) overrides.push_back("run_dir=" + args->resume);
     train::SmokeConfig config;
-    core::loadConfigFile(config, args->config, args->overrides);
-    const auto result = train::runSmokeTask(config);
-    if (result.losses.size() >= 2) {
-      core::logInfo("loss {:.5f} -> {:.5f}", result.losses.front(), result.losses.back());
-    }
+    core::loadConfigFile(config, args->config, overrides);
+    const auto summary = train::runSmokeTask(config, !args->resume.empty());
+    core::logInfo("loss {:.5f} -> {:.5f}; {} steps; checkpoint {}", summary.first_loss, summary.last_loss,
+                  summary.steps, summary.last_checkpoint);
     return 0;
   };
   return cmd;

@@ -1,0 +1,42 @@
+// What the Trainer trains: a module, its loss on the next batch, and its data position.
+//
+// The trainer knows nothing else about a model (architecture sketch: "a trainable model exposes
+// loss(batch) -> LossTerms"). Stage-1 autoencoders, stage-2 priors and the smoke task all
+// implement this. The data position is part of the contract because exact resume needs it.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace latentcell::train {
+
+// Named scalar losses; the first one is optimised, the others are logged.
+struct LossTerms {
+  std::vector<std::pair<std::string, at::Tensor>> terms;
+  const at::Tensor& objective() const { return terms.front().second; }
+};
+
+// Serialisable position in the training data (epoch, batch within the epoch, ...).
+using DataState = std::map<std::string, int64_t>;
+
+class Trainable {
+ public:
+  virtual ~Trainable() = default;
+  virtual torch::nn::Module& module() = 0;
+  // Draws the next training batch, advancing the data position, and returns its losses.
+  virtual LossTerms trainLoss() = 0;
+  // Losses over the validation data (no gradient is taken); empty when there is none.
+  virtual LossTerms evalLoss() { return {}; }
+  // Cells (examples) in one training batch, for throughput.
+  virtual int64_t batchSize() const = 0;
+  virtual DataState dataState() const = 0;
+  virtual void restoreDataState(const DataState& state) = 0;
+};
+
+}  // namespace latentcell::train

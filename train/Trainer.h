@@ -1,0 +1,124 @@
+// The training engine shared by every stage (flashlight-style Trainer: trainStep, evalStep,
+// saveCheckpoint). It owns the optimizer (AdamW, Adam or SGD; no weight decay on biases, norms and
+// embeddings), the learning-rate schedule, gradient clipping and accumulation, the EMA of the
+// weights, bf16 autocast, non-finite-loss handling, metrics (JSONL) and checkpoints with exact
+// resume (weights, optimizer, EMA, RNG and data position).
+#pragma once
+
+#include "core/Config.h"
+#include "train/Checkpoint.h"
+#include "train/Trainable.h"
+
+#include <c10/core/Device.h>
+
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace latentcell::train {
+
+class Ema;
+
+struct OptimizerConfig : core::ConfigSection {
+  std::string name = "adamw";
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.01;
+  double momentum = 0.9;  // sgd
+  bool decay_norms_biases_embeddings = false;
+  void visit(core::ConfigVisitor& v) override;
+  void validate() const override;
+};
+
+struct ScheduleConfig : core::ConfigSection {
+  std::string kind = "constant";
+  int64_t warmup_steps = 0;
+  double min_ratio = 0.0;
+  double decay_fraction = 0.2;  // wsd
+  void visit(core::ConfigVisitor& v) override;
+  void validate() const override;
+};
+
+struct EmaConfig : core::ConfigSection {
+  bool enabled = false;
+  double decay = 0.999;
+  int64_t every = 1;
+  int64_t start = 0;
+  void visit(core::ConfigVisitor& v) override;
+  void validate() const override;
+};
+
+struct TrainerConfig : core::ConfigSection {
+  int64_t max_steps = 1000;
+  double max_time_s = 0;       // 0 = no wall-time limit
+  int64_t accumulate = 1;      // micro-batches per optimizer step
+  double grad_clip = 0;        // max global grad norm; 0 = off
+  bool bf16 = false;           // autocast to bf16 (CUDA, or CPUs with bf16 units)
+  int64_t log_every = 50;
+  int64_t eval_every = 0;      // 0 = no validation
+  int64_t checkpoint_every = 0;  // 0 = only at the end
+  int64_t keep_last = 3;
+  int64_t max_nonfinite = 10;  // skipped non-finite losses before the run stops
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  EmaConfig ema;
+  void visit(core::ConfigVisitor& v) override;
+  void validate() const override;
+};
+
+struct TrainSummary {
+  int64_t steps = 0;            // optimizer steps taken in total (resumed runs included)
+  double first_loss = 0;        // mean objective of the first logging window of this process
+  double last_loss = 0;         // mean objective of the last logging window
+  int64_t nonfinite_skipped = 0;
+  std::string last_checkpoint;
+};
+
+class Trainer {
+ public:
+  // run_dir receives checkpoints/, metrics.jsonl and config.yaml (the resolved config).
+  Trainer(const TrainerConfig& config, Trainable& model, const c10::Device& device,
+          std::string run_dir, std::string resolved_config_yaml);
+  ~Trainer();
+
+  // Loads the checkpoint `latest` points at, if any; returns whether it resumed.
+  bool resume();
+  TrainSummary fit();
+
+  // One optimizer step (accumulate micro-batches); returns the mean objective, NaN if skipped.
+  double trainStep();
+  LossTerms evalStep();
+  std::string saveCheckpoint();
+  void loadCheckpoint(const std::string& dir);
+
+  int64_t step() const { return step_; }
+  const Ema* ema() const { return ema_.get(); }
+
+ private:
+  void writeMetrics(const std::string& json_line);
+
+  TrainerConfig config_;
+  Trainable& model_;
+  c10::Device device_;
+  std::string run_dir_;
+  std::string resolved_config_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<Ema> ema_;
+  CheckpointManager checkpoints_;
+  std::ofstream metrics_;
+  int64_t step_ = 0;
+  int64_t nonfinite_ = 0;
+  int64_t saved_step_ = -1;  // step of the checkpoint last written or loaded
+  std::string last_checkpoint_;
+};
+
+}  // namespace latentcell::train
