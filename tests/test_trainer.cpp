@@ -6,9 +6,11 @@
 #include "train/Checkpoint.h"
 #include "train/Ema.h"
 #include "train/LrSchedule.h"
+#include "train/TensorBoardWriter.h"
 #include "train/Trainer.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -49,6 +51,7 @@ class LinearTask : public Trainable {
     if (std::find(nan_batches_.begin(), nan_batches_.end(), i) != nan_batches_.end()) loss = loss * NAN;
     return {{{"loss", loss}}};
   }
+  LossTerms evalLoss() override { return {{{"loss", torch::mse_loss(model_(x_), y_)}}}; }
   torch::nn::Linear model_{nullptr};
 
  private:
@@ -243,4 +246,48 @@ TEST(Trainer, SigkillDuringCheckpointWriteKeepsPreviousCheckpoint) {
   EXPECT_NO_THROW(latentcell::core::loadSafetensors(*m.latest() + "/model.safetensors"));
   ASSERT_EQ(std::system(("'" + bin + "'" + args + " --resume '" + run + "'").c_str()), 0);
   EXPECT_TRUE(m.latest()->ends_with("step-00000060")) << *m.latest();
+}
+
+TEST(TensorBoard, Crc32cKnownAnswer) {
+  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);  // the CRC-32C check value
+}
+
+// The metrics of a run parse as JSONL, and its TensorBoard file is read back by tensorboard's own
+// event loader with the same values.
+TEST(TensorBoard, RunMetricsReadBackByTensorboard) {
+  LATENTCELL_REQUIRE_PYTHON();
+  TempDir dir;
+  auto config = sgdConfig(30);
+  config.log_every = 10;
+  config.eval_every = 15;
+  LinearTask task(8);
+  Trainer(config, task, c10::Device(c10::kCPU), dir.path().string(), "").fit();
+
+  std::map<int64_t, double> train_loss;
+  std::ifstream jsonl(dir.file("metrics.jsonl"));
+  int lines = 0;
+  for (std::string line; std::getline(jsonl, line); ++lines) {
+    auto record = nlohmann::json::parse(line);  // throws on malformed lines
+    if (record["split"] == "train") train_loss[record["step"].get<int64_t>()] = record["loss"].get<double>();
+  }
+  EXPECT_EQ(lines, 5);  // 3 train + 2 validation records
+  ASSERT_EQ(train_loss.size(), 3u);
+
+  std::string event_file;
+  for (const auto& e : fs::directory_iterator(dir.file("tensorboard"))) event_file = e.path().string();
+  ASSERT_FALSE(event_file.empty());
+  const auto out = dir.file("scalars.jsonl");
+  ASSERT_EQ(latentcell::test::runPython("tests/python/read_tensorboard.py", "'" + event_file + "' > '" + out + "'"), 0);
+  std::ifstream in(out);
+  int matched = 0, validations = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto s = nlohmann::json::parse(line);
+    validations += s["tag"] == "val/loss";
+    if (s["tag"] == "train/loss") {
+      EXPECT_NEAR(s["value"].get<double>(), train_loss.at(s["step"].get<int64_t>()), 1e-6 * (1 + train_loss.at(s["step"].get<int64_t>())));
+      ++matched;
+    }
+  }
+  EXPECT_EQ(matched, 3);
+  EXPECT_EQ(validations, 2);
 }

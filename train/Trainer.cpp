@@ -12,6 +12,7 @@
 #include "core/StateDict.h"
 #include "train/Ema.h"
 #include "train/LrSchedule.h"
+#include "train/TensorBoardWriter.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
@@ -210,6 +211,11 @@ void Trainer::writeMetrics(const std::string& json_line) {
   metrics_.flush();
 }
 
+void Trainer::writeScalar(const std::string& tag, double value) {
+  if (!tensorboard_) tensorboard_ = std::make_unique<TensorBoardWriter>((fs::path(run_dir_) / "tensorboard").string());
+  tensorboard_->addScalar(tag, value, step_);
+}
+
 double Trainer::trainStep() {
   const double lr = scheduleOf(config_).at(step_ + 1);
   for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
@@ -378,6 +384,10 @@ TrainSummary Trainer::fit() {
       writeMetrics(nlohmann::json{{"step", step_}, {"split", "train"}, {"loss", mean}, {"lr", lr},
                                   {"steps_per_s", steps_per_s}, {"cells_per_s", cells_per_s}, {"time_s", elapsed}}
                        .dump());
+      writeScalar("train/loss", mean);
+      writeScalar("train/lr", lr);
+      writeScalar("train/cells_per_s", cells_per_s);
+      tensorboard_->flush();
       if (first_window) summary.first_loss = mean;
       first_window = false;
       summary.last_loss = mean;
@@ -388,7 +398,10 @@ TrainSummary Trainer::fit() {
     if (config_.eval_every > 0 && step_ % config_.eval_every == 0) {
       auto terms = evalStep();
       nlohmann::json record{{"step", step_}, {"split", "val"}, {"time_s", elapsed}};
-      for (const auto& [name, value] : terms.terms) record[name] = value.item<double>();
+      for (const auto& [name, value] : terms.terms) {
+        record[name] = value.item<double>();
+        writeScalar("val/" + name, value.item<double>());
+      }
       if (!terms.terms.empty()) {
         core::logInfo("step {:>6}  validation {} {:.5f}", step_, terms.terms.front().first,
                       terms.objective().item<double>());

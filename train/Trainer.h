@@ -1,7 +1,7 @@
 // The training engine shared by every stage (flashlight-style Trainer: trainStep, evalStep,
 // saveCheckpoint). It owns the optimizer (AdamW, Adam or SGD; no weight decay on biases, norms and
 // embeddings), the learning-rate schedule, gradient clipping and accumulation, the EMA of the
-// weights, bf16 autocast, non-finite-loss handling, metrics (JSONL) and checkpoints with exact
+// weights, bf16 autocast, non-finite-loss handling, metrics (JSONL and TensorBoard) and checkpoints with exact
 // resume (weights, optimizer, EMA, RNG and data position).
 #pragma once
 
@@ -25,6 +25,7 @@ class Optimizer;
 namespace latentcell::train {
 
 class Ema;
+class TensorBoardWriter;
 
 struct OptimizerConfig : core::ConfigSection {
   std::string name = "adamw";
@@ -105,6 +106,7 @@ class Trainer {
 
  private:
   void writeMetrics(const std::string& json_line);
+  void writeScalar(const std::string& tag, double value);
 
   TrainerConfig config_;
   Trainable& model_;
@@ -115,6 +117,7 @@ class Trainer {
   std::unique_ptr<Ema> ema_;
   CheckpointManager checkpoints_;
   std::ofstream metrics_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // RUN_DIR/tensorboard, opened on first use
   int64_t step_ = 0;
   int64_t nonfinite_ = 0;
   int64_t saved_step_ = -1;  // step of the checkpoint last written or loaded
