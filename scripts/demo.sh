@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bin="${LATENTCELL_BUILD_DIR:-build}/train/latentcell"
 "$bin" info
-"$bin" train configs/smoke.yaml
+"$bin" train configs/smoke.yaml run_dir="runs/demo-smoke-$(date +%Y%m%d-%H%M%S)"
