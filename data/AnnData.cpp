@@ -48,4 +48,8 @@ const Column& DataFrame::at(const std::string& name, const std::string& what) co
                               (have.empty() ? "none" : have) + ")");
 }
 
+const Column& AnnData::obsColumn(const std::string& name) const {
+  return obs.at(name, source.empty() ? "obs" : "obs of " + source);
+}
+
 }  // namespace latentcell::data

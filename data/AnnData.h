@@ -65,9 +65,12 @@ struct AnnData {
   std::map<std::string, DenseMatrix> varm;
   std::map<std::string, std::string> uns_strings;  // simple scalar uns entries
   std::map<std::string, double> uns_numbers;
+  std::string source;  // the file it was read from ("" when built in memory), for messages
 
   int64_t n_obs() const { return X.rows; }
   int64_t n_vars() const { return X.cols; }
+  // The obs column or an error naming it, the file it came from and the columns there are.
+  const Column& obsColumn(const std::string& name) const;
 };
 
 }  // namespace latentcell::data
