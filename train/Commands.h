@@ -16,5 +16,7 @@ struct Command {
 
 Command addInfoCommand(CLI::App& parent);
 Command addTrainCommand(CLI::App& parent);
+Command addDataCommand(CLI::App& parent);
+Command addSimulateCommand(CLI::App& parent);
 
 }  // namespace latentcell::cli
