@@ -1,12 +1,19 @@
 // Helpers shared by the test binaries: temporary directories and the reference Python env.
 #pragma once
 
+#include "data/AnnData.h"
+
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
+#include <vector>
+
+#include <sys/wait.h>
 
 namespace latentcell::test {
 
@@ -46,6 +53,42 @@ inline std::string sourcePath(const std::string& rel) {
 inline int runPython(const std::string& script, const std::string& args) {
   const std::string cmd = "'" + pythonPath() + "' '" + sourcePath(script) + "' " + args;
   return std::system(cmd.c_str());
+}
+
+struct BinaryRun {
+  int status = -1;
+  std::string out;  // stdout and stderr together
+};
+
+// Runs the latentcell binary with `args` (shell-quoted by the caller) and captures its output.
+inline BinaryRun runBinary(const std::string& args) {
+  const std::string cmd = std::string("'") + LATENTCELL_BINARY + "' " + args + " 2>&1";
+  BinaryRun r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
+  const int raw = pclose(pipe);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return r;
+}
+
+// A CSR matrix from dense rows (zeros dropped), for small hand-made cases.
+inline data::CsrMatrix csrFromDense(const std::vector<std::vector<float>>& rows) {
+  data::CsrMatrix m;
+  m.rows = static_cast<int64_t>(rows.size());
+  m.cols = rows.empty() ? 0 : static_cast<int64_t>(rows[0].size());
+  m.indptr.push_back(0);
+  for (const auto& r : rows) {
+    for (size_t j = 0; j < r.size(); ++j)
+      if (r[j] != 0) {
+        m.indices.push_back(static_cast<int32_t>(j));
+        m.data.push_back(r[j]);
+      }
+    m.indptr.push_back(static_cast<int64_t>(m.data.size()));
+  }
+  return m;
 }
 
 }  // namespace latentcell::test

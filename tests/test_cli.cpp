@@ -15,23 +15,9 @@ using latentcell::test::TempDir;
 
 namespace {
 
-struct Run {
-  int status = -1;
-  std::string out;  // stdout and stderr together
-};
+using Run = latentcell::test::BinaryRun;
 
-Run run(const std::string& args) {
-  const std::string cmd = std::string("'") + LATENTCELL_BINARY + "' " + args + " 2>&1";
-  Run r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  const int raw = pclose(pipe);
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return r;
-}
+Run run(const std::string& args) { return latentcell::test::runBinary(args); }
 
 void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 

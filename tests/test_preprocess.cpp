@@ -25,21 +25,7 @@ namespace {
 
 const std::string kScreen = std::string(LATENTCELL_SOURCE_DIR) + "/../shared/data/papalexi2021_thp1_eccite_299genes.h5ad";
 
-CsrMatrix csrFromDense(const std::vector<std::vector<float>>& rows) {
-  CsrMatrix m;
-  m.rows = static_cast<int64_t>(rows.size());
-  m.cols = rows.empty() ? 0 : static_cast<int64_t>(rows[0].size());
-  m.indptr.push_back(0);
-  for (const auto& r : rows) {
-    for (size_t j = 0; j < r.size(); ++j)
-      if (r[j] != 0) {
-        m.indices.push_back(static_cast<int32_t>(j));
-        m.data.push_back(r[j]);
-      }
-    m.indptr.push_back(static_cast<int64_t>(m.data.size()));
-  }
-  return m;
-}
+using latentcell::test::csrFromDense;
 
 template <typename T>
 std::vector<T> toVector(const at::Tensor& t) {

@@ -3,6 +3,8 @@
 // count with ties to the lower gene), mode all, and the dense tensor path agreeing with the CSR path.
 #include "data/Tokenizer.h"
 
+#include "TestUtil.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -12,21 +14,7 @@ using namespace latentcell::data;
 
 namespace {
 
-CsrMatrix csrFromDense(const std::vector<std::vector<float>>& rows) {
-  CsrMatrix m;
-  m.rows = static_cast<int64_t>(rows.size());
-  m.cols = rows.empty() ? 0 : static_cast<int64_t>(rows[0].size());
-  m.indptr.push_back(0);
-  for (const auto& r : rows) {
-    for (size_t j = 0; j < r.size(); ++j)
-      if (r[j] != 0) {
-        m.indices.push_back(static_cast<int32_t>(j));
-        m.data.push_back(r[j]);
-      }
-    m.indptr.push_back(static_cast<int64_t>(m.data.size()));
-  }
-  return m;
-}
+using latentcell::test::csrFromDense;
 
 at::Tensor denseOf(const CsrMatrix& m) {
   at::Tensor d = torch::zeros({m.rows, m.cols});
