@@ -12,6 +12,7 @@
 #include "core/StateDict.h"
 #include "train/Ema.h"
 #include "train/LrSchedule.h"
+#include "train/ProgressBar.h"
 #include "train/TensorBoardWriter.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -364,6 +365,9 @@ TrainSummary Trainer::fit() {
   int64_t window_n = 0, window_steps = 0;
   bool first_window = true;
   const int64_t start_step = step_;
+  // On a terminal a progress bar replaces the periodic log lines.
+  std::optional<ProgressBar> bar;
+  if (ProgressBar::enabled() && core::logEnabled(core::LogLevel::Info)) bar.emplace(config_.max_steps);
   model_.module().train();
   while (step_ < config_.max_steps) {
     const double loss = trainStep();
@@ -372,6 +376,10 @@ TrainSummary Trainer::fit() {
     ++window_n;
     ++window_steps;
     const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
+    if (bar) {
+      const double rate = window_steps / std::max(std::chrono::duration<double>(clock::now() - window_start).count(), 1e-9);
+      bar->update(step_, window_sum / window_n, rate, rate * model_.batchSize() * config_.accumulate);
+    }
     if (step_ % config_.log_every == 0 || step_ == config_.max_steps) {
       const double dt = std::chrono::duration<double>(clock::now() - window_start).count();
       const double mean = window_sum / window_n;
@@ -379,8 +387,10 @@ TrainSummary Trainer::fit() {
       const double cells_per_s = steps_per_s * model_.batchSize() * config_.accumulate;
       const double eta = (config_.max_steps - step_) / std::max(steps_per_s, 1e-9);
       const double lr = optimizer_->param_groups().front().options().get_lr();
-      core::logInfo("step {:>6}/{}  loss {:.5f}  lr {:.2e}  {:.1f} steps/s  {:.0f} cells/s  ETA {}", step_,
-                    config_.max_steps, mean, lr, steps_per_s, cells_per_s, formatDuration(eta));
+      if (!bar) {
+        core::logInfo("step {:>6}/{}  loss {:.5f}  lr {:.2e}  {:.1f} steps/s  {:.0f} cells/s  ETA {}", step_,
+                      config_.max_steps, mean, lr, steps_per_s, cells_per_s, formatDuration(eta));
+      }
       writeMetrics(nlohmann::json{{"step", step_}, {"split", "train"}, {"loss", mean}, {"lr", lr},
                                   {"steps_per_s", steps_per_s}, {"cells_per_s", cells_per_s}, {"time_s", elapsed}}
                        .dump());
@@ -403,6 +413,7 @@ TrainSummary Trainer::fit() {
         writeScalar("val/" + name, value.item<double>());
       }
       if (!terms.terms.empty()) {
+        if (bar) bar->clear();
         core::logInfo("step {:>6}  validation {} {:.5f}", step_, terms.terms.front().first,
                       terms.objective().item<double>());
         writeMetrics(record.dump());
@@ -410,10 +421,12 @@ TrainSummary Trainer::fit() {
     }
     if (config_.checkpoint_every > 0 && step_ % config_.checkpoint_every == 0) saveCheckpoint();
     if (config_.max_time_s > 0 && elapsed > config_.max_time_s) {
+      if (bar) bar->clear();
       core::logInfo("wall-time limit of {} s reached at step {}", config_.max_time_s, step_);
       break;
     }
   }
+  if (bar) bar->finish();
   if (step_ > start_step && step_ != saved_step_) saveCheckpoint();
   summary.steps = step_;
   summary.nonfinite_skipped = nonfinite_;
