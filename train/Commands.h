@@ -18,5 +18,6 @@ Command addInfoCommand(CLI::App& parent);
 Command addTrainCommand(CLI::App& parent);
 Command addDataCommand(CLI::App& parent);
 Command addSimulateCommand(CLI::App& parent);
+Command addEvaluateCommand(CLI::App& parent);
 
 }  // namespace latentcell::cli

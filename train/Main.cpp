@@ -18,8 +18,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
 
   using namespace latentcell::cli;
-  const std::vector<Command> commands = {addInfoCommand(app), addTrainCommand(app), addSimulateCommand(app),
-                                         addDataCommand(app)};
+  const std::vector<Command> commands = {addInfoCommand(app),     addTrainCommand(app),
+                                         addSimulateCommand(app), addDataCommand(app),
+                                         addEvaluateCommand(app)};
 
   try {
     app.parse(argc, argv);

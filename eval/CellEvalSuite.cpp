@@ -1,0 +1,597 @@
+// cell-eval's pipeline (see CellEvalSuite.h). Each metric follows the cell-eval 0.8.2 function named
+// in its comment; where cell-eval goes through polars or sklearn, the comment says which detail
+// of theirs changes the number and how it is reproduced.
+#include "eval/CellEvalSuite.h"
+
+#include "data/Preprocess.h"
+#include "eval/DistributionMetrics.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <tuple>
+
+namespace latentcell::eval {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+using Column = std::vector<std::optional<double>>;
+
+std::string listText(const std::vector<std::string>& names) {
+  constexpr size_t kShown = 12;  // long gene lists would not fit one line
+  std::string s = "[";
+  for (size_t i = 0; i < names.size() && i < kShown; ++i) s += (i ? " '" : "'") + names[i] + "'";
+  if (names.size() > kShown) s += " ... (" + std::to_string(names.size()) + " in all)";
+  return s + "]";
+}
+
+std::vector<std::string> sortedUnique(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+  return v;
+}
+
+std::string fixed2(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f", v);
+  return buf;
+}
+
+// cell_eval.utils.guess_is_lognorm(validate=True): values with a fractional part above 1e-3 mean
+// log1p data, which must lie in [0, 15); otherwise the matrix is taken for counts. Integer-looking
+// negative values pass cell-eval's check but would become NaN after log1p, so they are refused too.
+bool looksLogNormalised(const CellEvalData& d, const std::string& which) {
+  const std::string where = which + " data (" + d.source + "): ";
+  const auto& v = d.x.data;
+  // numpy compares the float32 fractions with float32(1e-3) (NEP 50).
+  const bool decimals = std::any_of(v.begin(), v.end(), [](float x) { return x - std::trunc(x) > 1e-3f; });
+  const bool implicitZeros = d.x.nnz() < d.x.rows * d.x.cols;
+  double lo = implicitZeros ? 0.0 : std::numeric_limits<double>::infinity();
+  double hi = implicitZeros ? 0.0 : -std::numeric_limits<double>::infinity();
+  for (float x : v) lo = std::min(lo, double(x)), hi = std::max(hi, double(x));
+  if (!decimals) {
+    if (lo < 0)
+      throw std::invalid_argument(where + "integer-looking X has negative values (min " + fixed2(lo) +
+                                  "); pass raw counts >= 0 or log1p-normalised data");
+    return false;
+  }
+  if (lo < 0)
+    throw std::invalid_argument(where + "Invalid scale: min value " + fixed2(lo) +
+                                " is negative. Both Natural or Log1p normalized data must have all values >= 0.");
+  if (hi >= 15.0)
+    throw std::invalid_argument(where + "Invalid scale: max value " + fixed2(hi) +
+                                " exceeds log1p threshold of 15.0; pass raw counts or log1p-normalised data, "
+                                "not a mix of scales");
+  return true;
+}
+
+// cell-eval's PerturbationAnndataPair.__post_init__ checks, in its order.
+void checkPair(const CellEvalData& real, const CellEvalData& pred, const std::string& control) {
+  if (real.genes.size() != pred.genes.size())
+    throw std::invalid_argument("Shape mismatch: real " + std::to_string(real.genes.size()) + " != pred " +
+                                std::to_string(pred.genes.size()) + " Expected to be the same number of genes");
+  const auto diff = std::mismatch(real.genes.begin(), real.genes.end(), pred.genes.begin());
+  if (diff.first != real.genes.end())
+    throw std::invalid_argument("Gene names order mismatch: real " + listText(real.genes) + " != pred " +
+                                listText(pred.genes) + " (first difference at gene " +
+                                std::to_string(diff.first - real.genes.begin()) + ": '" + *diff.first +
+                                "' vs '" + *diff.second + "'); reorder pred's var to real's var_names");
+  const auto perts = sortedUnique(real.perturbations), predPerts = sortedUnique(pred.perturbations);
+  if (perts != predPerts)
+    throw std::invalid_argument("Perturbation mismatch: real " + listText(perts) + " != pred " +
+                                listText(predPerts));
+  if (!std::binary_search(perts.begin(), perts.end(), control))
+    throw std::invalid_argument("Control perturbation (" + control + ") not found in real AnnData: " +
+                                listText(perts) + "; pass the control's label with --control-pert");
+}
+
+// Pearson's r as scipy.stats.pearsonr and polars' corr: NaN for fewer than 2 points or a constant side.
+double pearson(const std::vector<double>& a, const std::vector<double>& b) {
+  const size_t n = a.size();
+  if (n < 2) return kNaN;
+  const double ma = std::accumulate(a.begin(), a.end(), 0.0) / n;
+  const double mb = std::accumulate(b.begin(), b.end(), 0.0) / n;
+  double sab = 0, saa = 0, sbb = 0;
+  for (size_t i = 0; i < n; ++i) {
+    sab += (a[i] - ma) * (b[i] - mb);
+    saa += (a[i] - ma) * (a[i] - ma);
+    sbb += (b[i] - mb) * (b[i] - mb);
+  }
+  if (saa == 0 || sbb == 0) return kNaN;
+  return std::clamp(sab / std::sqrt(saa * sbb), -1.0, 1.0);
+}
+
+// Ranks with ties averaged (polars' spearman ranks this way).
+std::vector<double> averageRanks(const std::vector<double>& v) {
+  std::vector<size_t> order(v.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t i, size_t j) { return v[i] < v[j]; });
+  std::vector<double> rank(v.size());
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i;
+    while (j + 1 < order.size() && v[order[j + 1]] == v[order[i]]) ++j;
+    for (size_t k = i; k <= j; ++k) rank[order[k]] = 0.5 * double(i + j) + 1.0;
+    i = j + 1;
+  }
+  return rank;
+}
+
+double spearman(const std::vector<double>& a, const std::vector<double>& b) {
+  return a.size() < 2 ? kNaN : pearson(averageRanks(a), averageRanks(b));
+}
+
+// sklearn's average_precision_score and roc_curve + auc: thresholds at the distinct scores, descending.
+struct Auc {
+  double pr = kNaN, roc = kNaN;
+};
+Auc aucScores(const std::vector<float>& scores, const std::vector<uint8_t>& labels) {
+  const double positives = std::count(labels.begin(), labels.end(), 1);
+  const double negatives = double(labels.size()) - positives;
+  if (positives == 0 || negatives == 0) return {};  // cell-eval: NaN unless both classes occur
+  std::vector<size_t> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t i, size_t j) { return scores[i] > scores[j]; });
+  double tp = 0, fp = 0, prevRecall = 0, prevFpr = 0, prevTpr = 0;
+  Auc auc{0.0, 0.0};
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i;
+    for (; j < order.size() && scores[order[j]] == scores[order[i]]; ++j) labels[order[j]] ? ++tp : ++fp;
+    const double recall = tp / positives, fpr = fp / negatives;
+    auc.pr += (recall - prevRecall) * (tp / (tp + fp));
+    auc.roc += (fpr - prevFpr) * (recall + prevTpr) / 2.0;
+    prevRecall = recall, prevFpr = fpr, prevTpr = recall;
+    i = j;
+  }
+  return auc;
+}
+
+// One file's values on the device: densified log1p cells, group ids, float32 pseudobulks.
+struct Side {
+  at::Tensor cells;  // [cells, genes] float32
+  at::Tensor groups;  // [cells] int64 index into the sorted labels
+  at::Tensor bulk;   // [labels, genes] float32 means (polars' group_by().mean() keeps float32)
+};
+
+Side prepare(const CellEvalData& d, const std::vector<std::string>& labels, const c10::Device& device) {
+  std::map<std::string, int64_t> id;
+  for (size_t i = 0; i < labels.size(); ++i) id[labels[i]] = int64_t(i);
+  std::vector<int64_t> groups(d.perturbations.size());
+  for (size_t i = 0; i < groups.size(); ++i) groups[i] = id.at(d.perturbations[i]);
+  Side s;
+  s.cells = data::denseRows(d.x).to(device);                          // [cells, genes]
+  s.groups = at::tensor(groups, at::kLong).to(device);                // [cells]
+  const int64_t nLabels = int64_t(labels.size());
+  at::Tensor sums = at::zeros({nLabels, d.x.cols}, s.cells.options().dtype(at::kDouble))
+                        .index_add_(0, s.groups, s.cells.to(at::kDouble));  // [labels, genes]
+  at::Tensor counts = at::bincount(s.groups, {}, nLabels).to(at::kDouble).unsqueeze(1);  // [labels, 1]
+  s.bulk = (sums / counts).to(at::kFloat);                             // [labels, genes]
+  return s;
+}
+
+std::vector<double> row(const at::Tensor& t, int64_t i) {  // t: [rows, cols] float64 CPU
+  const at::Tensor r = t[i].contiguous();
+  return {r.const_data_ptr<double>(), r.const_data_ptr<double>() + r.numel()};
+}
+
+DeTable runDe(const Side& s, const std::vector<std::string>& labels, int64_t control,
+              const std::vector<std::string>& genes) {
+  DeResult de = differentialExpression(s.cells, s.groups, control);
+  DeTable t;
+  for (int64_t i = 0; i < int64_t(labels.size()); ++i)
+    if (i != control) t.targets.push_back(labels[i]);
+  t.genes = genes;
+  auto cpu = [](const at::Tensor& x) { return x.cpu(); };
+  t.de = {cpu(de.targets), cpu(de.targetMean), cpu(de.referenceMean), cpu(de.targetMembership),
+          de.referenceMembership, cpu(de.log2FoldChange), cpu(de.percentChange), cpu(de.pValue),
+          cpu(de.statistic), cpu(de.fdr)};
+  return t;
+}
+
+// cell-eval's DEResults view of a pdex table: fdr and log2FC cast to float32, significant genes
+// (fdr < 0.05) per target sorted by |log2FC| descending, ties in gene order (polars' ordinal rank).
+struct DeView {
+  std::vector<std::vector<float>> fdr, lfc;         // [targets][genes]
+  std::vector<std::vector<int64_t>> significant;  // [targets] gene ids, rank order
+};
+
+DeView view(const DeTable& t) {
+  DeView v;
+  const at::Tensor fdr = t.de.fdr.to(at::kFloat).contiguous(), lfc = t.de.log2FoldChange.to(at::kFloat).contiguous();
+  const int64_t nt = fdr.size(0), ng = fdr.size(1);
+  for (int64_t i = 0; i < nt; ++i) {
+    v.fdr.emplace_back(fdr.const_data_ptr<float>() + i * ng, fdr.const_data_ptr<float>() + (i + 1) * ng);
+    v.lfc.emplace_back(lfc.const_data_ptr<float>() + i * ng, lfc.const_data_ptr<float>() + (i + 1) * ng);
+    std::vector<int64_t> sig;
+    for (int64_t g = 0; g < ng; ++g)
+      if (v.fdr[i][g] < 0.05f) sig.push_back(g);
+    const auto& l = v.lfc[i];  // never NaN: pdex turns 0/0 into 0
+    std::stable_sort(sig.begin(), sig.end(), [&](int64_t a, int64_t b) { return std::abs(l[a]) > std::abs(l[b]); });
+    v.significant.push_back(std::move(sig));
+  }
+  return v;
+}
+
+// The DE metrics of cell_eval/metrics/_de.py, keyed by metric name, one value per target.
+std::map<std::string, Column> deMetrics(const DeView& real, const DeView& pred) {
+  const size_t nt = real.fdr.size();
+  std::map<std::string, Column> out;
+  auto anySig = [](const DeView& v) {
+    return std::any_of(v.significant.begin(), v.significant.end(), [](const auto& s) { return !s.empty(); });
+  };
+  const bool evaluable = anySig(real) && anySig(pred);  // DEComparison.compute_overlap: else all 0
+  for (const char* metric : {"overlap", "precision"}) {
+    for (int k : {0, 50, 100, 200, 500}) {
+      Column& c = out[std::string(metric) + "_at_" + (k ? std::to_string(k) : "N")];
+      for (size_t t = 0; t < nt; ++t) {
+        const auto &r = real.significant[t], &p = pred.significant[t];
+        const size_t base = metric[0] == 'o' ? r.size() : p.size();
+        const size_t kEff = k ? std::min<size_t>(k, base) : base;
+        if (!evaluable || kEff == 0) {
+          c.push_back(0.0);
+          continue;
+        }
+        const std::set<int64_t> top(r.begin(), r.begin() + std::min(kEff, r.size()));
+        size_t hits = 0;
+        for (size_t i = 0; i < std::min(kEff, p.size()); ++i) hits += top.count(p[i]);
+        c.push_back(double(hits) / double(kEff));
+      }
+    }
+  }
+
+  // DESpearmanSignificant: one value over the targets with real significant genes, given to all.
+  std::vector<double> nReal, nPred;
+  for (size_t t = 0; t < nt; ++t)
+    if (!real.significant[t].empty()) nReal.push_back(real.significant[t].size()), nPred.push_back(pred.significant[t].size());
+  out["de_spearman_sig"] = Column(nt, nReal.empty() ? 1.0 : spearman(nReal, nPred));
+
+  Column& direction = out["de_direction_match"];
+  Column& lfcSpearman = out["de_spearman_lfc_sig"];
+  Column& recall = out["de_sig_genes_recall"];
+  Column& countReal = out["de_nsig_counts_real"];
+  Column& countPred = out["de_nsig_counts_pred"];
+  Column& prAuc = out["pr_auc"];
+  Column& rocAuc = out["roc_auc"];
+  for (size_t t = 0; t < nt; ++t) {
+    const auto& sig = real.significant[t];
+    countReal.push_back(double(sig.size()));
+    countPred.push_back(double(pred.significant[t].size()));
+    if (sig.empty()) {  // these metrics only have rows for targets with real significant genes
+      direction.push_back(std::nullopt), lfcSpearman.push_back(std::nullopt), recall.push_back(std::nullopt);
+    } else {
+      auto sign = [](float x) { return x > 0 ? 1 : (x < 0 ? -1 : 0); };
+      std::vector<double> lr, lp;
+      double same = 0;
+      for (int64_t g : sig) {
+        same += sign(real.lfc[t][g]) == sign(pred.lfc[t][g]);
+        lr.push_back(real.lfc[t][g]), lp.push_back(pred.lfc[t][g]);
+      }
+      direction.push_back(same / double(sig.size()));
+      lfcSpearman.push_back(spearman(lr, lp));
+      const std::set<int64_t> predSig(pred.significant[t].begin(), pred.significant[t].end());
+      double both = 0;
+      for (int64_t g : sig) both += predSig.count(g);
+      recall.push_back(both / double(sig.size()));
+    }
+    // compute_generic_auc: label = real fdr < 0.05, score = -log10(clip(pred fdr, 1e-10, 1)) in float32.
+    const size_t ng = real.fdr[t].size();
+    std::vector<uint8_t> labels(ng);
+    std::vector<float> scores(ng);
+    for (size_t g = 0; g < ng; ++g) {
+      labels[g] = real.fdr[t][g] < 0.05f;
+      scores[g] = -std::log10(std::clamp(pred.fdr[t][g], 1e-10f, 1.0f));
+    }
+    const Auc auc = aucScores(scores, labels);
+    prAuc.push_back(auc.pr), rocAuc.push_back(auc.roc);
+  }
+  return out;
+}
+
+// The AnnData-pair metrics of cell_eval/metrics/_anndata.py over the pseudobulks.
+std::map<std::string, Column> bulkMetrics(const Side& real, const Side& pred, const std::vector<int64_t>& perts,
+                                          int64_t control, const std::vector<std::string>& labels,
+                                          const std::vector<std::string>& genes) {
+  const at::Tensor index = at::tensor(perts, at::kLong).to(real.bulk.device());
+  // BulkArrays.perturbation_effect: float32 differences, as numpy takes them.
+  auto effect = [&](const Side& s) {
+    return (s.bulk.index_select(0, index) - s.bulk[control]).to(at::kDouble).cpu();  // [perts, genes]
+  };
+  const at::Tensor realDelta = effect(real), predDelta = effect(pred);
+  const at::Tensor realBulk = real.bulk.index_select(0, index).to(at::kDouble).cpu();  // [perts, genes]
+  const at::Tensor predBulk = pred.bulk.index_select(0, index).to(at::kDouble).cpu();  // [perts, genes]
+  std::map<std::string, Column> out;
+  const at::Tensor err = predBulk - realBulk, errDelta = predDelta - realDelta;  // [perts, genes]
+  const at::Tensor mse = err.square().mean(1), mae = err.abs().mean(1);         // [perts]
+  const at::Tensor mseD = errDelta.square().mean(1), maeD = errDelta.abs().mean(1);
+  const int64_t np = int64_t(perts.size());
+  for (int64_t i = 0; i < np; ++i) {
+    out["pearson_delta"].push_back(pearson(row(predDelta, i), row(realDelta, i)));
+    out["mse"].push_back(mse[i].item<double>());
+    out["mae"].push_back(mae[i].item<double>());
+    out["mse_delta"].push_back(mseD[i].item<double>());
+    out["mae_delta"].push_back(maeD[i].item<double>());
+  }
+
+  // discrimination_score: distances from pred effect p to every real effect without p's own gene,
+  // score 1 - rank / perts with a stable rank (numpy's argsort is stable at these sizes). sklearn returns
+  // float32 euclidean and cosine distances for float32 effects, so those are rounded before ranking.
+  for (int64_t p = 0; p < np; ++p) {
+    std::vector<int64_t> keep;
+    for (int64_t g = 0; g < int64_t(genes.size()); ++g)
+      if (genes[g] != labels[perts[p]]) keep.push_back(g);
+    const at::Tensor cols = at::tensor(keep, at::kLong);
+    const at::Tensor r = realDelta.index_select(1, cols);                   // [perts, kept]
+    const at::Tensor q = predDelta[p].index_select(0, cols).unsqueeze(0);  // [1, kept]
+    const at::Tensor l1 = (r - q).abs().sum(1);                             // [perts]
+    const at::Tensor l2 = (r - q).square().sum(1).sqrt().to(at::kFloat).to(at::kDouble);
+    auto unit = [](const at::Tensor& m) {  // sklearn's normalize: zero rows stay zero
+      const at::Tensor n = m.norm(2, 1, true);
+      return m / at::where(n == 0, at::ones_like(n), n);
+    };
+    const at::Tensor cosine =
+        (1.0 - (unit(r) * unit(q)).sum(1)).clamp(0.0, 2.0).to(at::kFloat).to(at::kDouble);  // [perts]
+    for (auto [name, d] : {std::pair{"discrimination_score_l1", l1}, std::pair{"discrimination_score_l2", l2},
+                           std::pair{"discrimination_score_cosine", cosine}}) {
+      const std::vector<double> dist(d.const_data_ptr<double>(), d.const_data_ptr<double>() + np);
+      int64_t rank = 0;
+      for (int64_t j = 0; j < np; ++j) rank += dist[j] < dist[p] || (dist[j] == dist[p] && j < p);
+      out[name].push_back(1.0 - double(rank) / double(np));
+    }
+  }
+  return out;
+}
+
+// edistance: Pearson over perturbations of the energy distances (V-statistic, euclidean) of each
+// perturbation's cells to its file's control cells; one value for all perturbations.
+double pearsonEdistance(const Side& real, const Side& pred, const std::vector<int64_t>& perts, int64_t control) {
+  auto distances = [&](const Side& s) {
+    const at::Tensor ctrl = s.cells.index_select(0, (s.groups == control).nonzero().squeeze(1));  // [n_c, genes]
+    std::vector<double> d;
+    for (int64_t p : perts)
+      d.push_back(energyDistance(s.cells.index_select(0, (s.groups == p).nonzero().squeeze(1)), ctrl));
+    return d;
+  };
+  return pearson(distances(real), distances(pred));
+}
+
+// The columns of results.csv per profile: cell-eval computes the profile's DE metrics first, then its
+// AnnData metrics, each in registry (or profile list) order; de_nsig_counts expands to _real, _pred.
+const std::vector<std::string> kDeMetrics = {
+    "overlap_at_N",        "overlap_at_50",       "overlap_at_100",      "overlap_at_200",      "overlap_at_500",
+    "precision_at_N",      "precision_at_50",     "precision_at_100",    "precision_at_200",    "precision_at_500",
+    "de_spearman_sig",     "de_direction_match",  "de_spearman_lfc_sig", "de_sig_genes_recall", "de_nsig_counts_real",
+    "de_nsig_counts_pred", "pr_auc",              "roc_auc"};
+const std::vector<std::string> kAnndataMetrics = {
+    "pearson_delta",           "mse",
+    "mae",                     "mse_delta",
+    "mae_delta",               "discrimination_score_l1",
+    "discrimination_score_l2", "discrimination_score_cosine",
+    "pearson_edistance"};
+
+std::vector<std::string> profileColumns(CellEvalProfile profile) {
+  std::vector<std::string> cols;
+  switch (profile) {
+    case CellEvalProfile::Full:
+      cols = kDeMetrics;
+      cols.insert(cols.end(), kAnndataMetrics.begin(), kAnndataMetrics.end());
+      return cols;
+    case CellEvalProfile::De:
+      return kDeMetrics;
+    case CellEvalProfile::Anndata:
+      return kAnndataMetrics;
+    case CellEvalProfile::Minimal:  // MINIMAL_METRICS, DE ones first
+      return {"overlap_at_N", "precision_at_N", "de_nsig_counts_real", "de_nsig_counts_pred",
+              "pearson_delta", "mse", "mae", "discrimination_score_l1"};
+    case CellEvalProfile::Vcc:
+      return {"overlap_at_N", "mae", "discrimination_score_l1"};
+    case CellEvalProfile::Pds:
+      return {"discrimination_score_l1"};
+  }
+  return cols;
+}
+
+// Shortest round-trip text of a float32 or float64 value.
+template <typename T>
+std::string formatFloat(T v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[64];
+  const auto end = std::to_chars(buf, buf + sizeof buf, v).ptr;
+  std::string s(buf, end);
+  if (s.find_first_of(".e") == std::string::npos) s += ".0";  // polars marks floats: 13 -> 13.0
+  return s;
+}
+
+std::ofstream openCsv(const std::string& path) {
+  std::ofstream out(path);
+  if (!out) throw std::runtime_error("cannot write " + path + ": check that the directory exists and is writable");
+  return out;
+}
+
+}  // namespace
+
+CellEvalData cellEvalData(const data::AnnData& adata, const std::string& pertCol) {
+  const data::Column& col = adata.obsColumn(pertCol);
+  CellEvalData d;
+  d.x = adata.X;
+  d.genes = adata.var.index;
+  d.source = adata.source;
+  d.perturbations.reserve(adata.n_obs());
+  for (int64_t i = 0; i < adata.n_obs(); ++i) d.perturbations.push_back(col.text(i));
+  return d;
+}
+
+std::vector<std::pair<std::string, CellEvalData>> splitByCelltype(const data::AnnData& adata,
+                                                                  const std::string& pertCol,
+                                                                  const std::string& celltypeCol) {
+  const CellEvalData all = cellEvalData(adata, pertCol);
+  const data::Column& ct = adata.obsColumn(celltypeCol);
+  std::vector<std::pair<std::string, std::vector<int64_t>>> groups;
+  for (int64_t i = 0; i < adata.n_obs(); ++i) {
+    const std::string name = ct.text(i);
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == name; });
+    if (it == groups.end()) groups.push_back({name, {}}), it = groups.end() - 1;
+    it->second.push_back(i);
+  }
+  std::vector<std::pair<std::string, CellEvalData>> out;
+  for (const auto& [name, rows] : groups) {
+    CellEvalData d;
+    d.genes = all.genes;
+    d.source = all.source + " [" + celltypeCol + "=" + name + "]";
+    d.x.rows = int64_t(rows.size());
+    d.x.cols = all.x.cols;
+    d.x.indptr.push_back(0);
+    for (int64_t r : rows) {
+      d.x.indices.insert(d.x.indices.end(), all.x.indices.begin() + all.x.indptr[r],
+                         all.x.indices.begin() + all.x.indptr[r + 1]);
+      d.x.data.insert(d.x.data.end(), all.x.data.begin() + all.x.indptr[r], all.x.data.begin() + all.x.indptr[r + 1]);
+      d.x.indptr.push_back(int64_t(d.x.data.size()));
+      d.perturbations.push_back(all.perturbations[r]);
+    }
+    out.emplace_back(name, std::move(d));
+  }
+  return out;
+}
+
+CellEvalProfile parseCellEvalProfile(const std::string& name) {
+  static const std::map<std::string, CellEvalProfile> kProfiles = {
+      {"full", CellEvalProfile::Full}, {"minimal", CellEvalProfile::Minimal}, {"vcc", CellEvalProfile::Vcc},
+      {"de", CellEvalProfile::De},     {"anndata", CellEvalProfile::Anndata}, {"pds", CellEvalProfile::Pds}};
+  const auto it = kProfiles.find(name);
+  if (it == kProfiles.end())
+    throw std::invalid_argument("unknown profile '" + name + "': use full, minimal, vcc, de, anndata or pds");
+  return it->second;
+}
+
+CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const CellEvalOptions& options) {
+  CellEvalReport report;
+  // _build_anndata_pair: real is checked and normalised before pred is looked at.
+  for (auto [d, which, normalised] : {std::tuple{&real, "real", &report.realNormalised},
+                                      std::tuple{&pred, "pred", &report.predNormalised}}) {
+    if (looksLogNormalised(*d, which)) continue;
+    d->x = data::log1p(data::normalizeTotal(d->x));  // sc.pp.normalize_total to the median, then log1p
+    *normalised = true;
+  }
+  checkPair(real, pred, options.controlPert);
+
+  const std::vector<std::string> labels = sortedUnique(real.perturbations);
+  const int64_t control = std::lower_bound(labels.begin(), labels.end(), options.controlPert) - labels.begin();
+  std::vector<int64_t> perts;
+  for (int64_t i = 0; i < int64_t(labels.size()); ++i)
+    if (i != control) perts.push_back(i);
+
+  const Side r = prepare(real, labels, options.device), p = prepare(pred, labels, options.device);
+  const std::vector<std::string> columns = profileColumns(options.profile);
+  auto wants = [&](const std::vector<std::string>& group) {
+    return std::any_of(columns.begin(), columns.end(),
+                       [&](const auto& c) { return std::find(group.begin(), group.end(), c) != group.end(); });
+  };
+
+  std::map<std::string, Column> values;
+  if (options.profile != CellEvalProfile::Pds) {  // cell-eval writes the DE tables for every other profile
+    report.realDe = runDe(r, labels, control, real.genes);
+    report.predDe = runDe(p, labels, control, pred.genes);
+    if (wants(kDeMetrics)) values.merge(deMetrics(view(*report.realDe), view(*report.predDe)));
+  }
+  if (wants(kAnndataMetrics)) values.merge(bulkMetrics(r, p, perts, control, labels, real.genes));
+  // scipy's pearsonr raises for fewer than 2 perturbations; cell-eval then drops the metric.
+  const bool edistance = std::find(columns.begin(), columns.end(), "pearson_edistance") != columns.end();
+  if (edistance && perts.size() >= 2)
+    values["pearson_edistance"] = Column(perts.size(), pearsonEdistance(r, p, perts, control));
+  if (options.profile == CellEvalProfile::Full || options.profile == CellEvalProfile::Anndata)
+    report.omitted.push_back("clustering_agreement");
+
+  MetricTable& t = report.results;
+  t.indexName = "perturbation";
+  for (int64_t i : perts) t.rows.push_back(labels[i]);
+  for (const auto& c : columns) {
+    if (!values.count(c)) continue;
+    t.columns.push_back(c);
+    t.values.push_back(std::move(values[c]));
+  }
+  return report;
+}
+
+MetricTable describeMetrics(const MetricTable& results) {
+  MetricTable agg;
+  agg.indexName = "statistic";
+  agg.rows = {"count", "null_count", "mean", "std", "min", "25%", "50%", "75%", "max"};
+  agg.columns = results.columns;
+  for (const Column& c : results.values) {
+    std::vector<double> v;  // non-null values
+    for (const auto& x : c)
+      if (x) v.push_back(*x);
+    const double n = double(v.size());
+    Column s = {n, double(c.size()) - n};
+    if (v.empty()) {
+      s.resize(agg.rows.size(), std::nullopt);
+      agg.values.push_back(s);
+      continue;
+    }
+    const double mean = std::accumulate(v.begin(), v.end(), 0.0) / n;
+    s.push_back(mean);
+    if (v.size() < 2) {
+      s.push_back(std::nullopt);
+    } else {
+      double ss = 0;
+      for (double x : v) ss += (x - mean) * (x - mean);
+      s.push_back(std::sqrt(ss / (n - 1.0)));
+    }
+    // NaN sorts last; min/max skip it unless nothing else is there; quantiles take the nearest rank.
+    std::vector<double> sorted = v;
+    std::sort(sorted.begin(), sorted.end(), [](double a, double b) { return std::isnan(b) ? !std::isnan(a) : a < b; });
+    const size_t finite = std::count_if(sorted.begin(), sorted.end(), [](double x) { return !std::isnan(x); });
+    s.push_back(finite ? sorted.front() : kNaN);
+    for (double q : {0.25, 0.5, 0.75}) s.push_back(sorted[size_t(std::round(q * (n - 1.0)))]);
+    s.push_back(finite ? sorted[finite - 1] : kNaN);
+    agg.values.push_back(s);
+  }
+  return agg;
+}
+
+void writeMetricCsv(const MetricTable& table, const std::string& path) {
+  std::ofstream out = openCsv(path);
+  out << table.indexName;
+  for (const auto& c : table.columns) out << ',' << c;
+  out << '\n';
+  for (size_t i = 0; i < table.rows.size(); ++i) {
+    out << table.rows[i];
+    for (const auto& c : table.values) out << ',' << (c[i] ? formatFloat(*c[i]) : "");
+    out << '\n';
+  }
+  if (!out) throw std::runtime_error("failed writing " + path + " (disk full?)");
+}
+
+void writeDeCsv(const DeTable& table, const std::string& path) {
+  std::ofstream out = openCsv(path);
+  for (size_t i = 0; i < kPdexColumns.size(); ++i) out << (i ? "," : "") << kPdexColumns[i];
+  out << '\n';
+  const DeResult& de = table.de;
+  auto cell = [](const at::Tensor& t, int64_t i, int64_t g) { return t.const_data_ptr<double>()[i * t.size(1) + g]; };
+  const at::Tensor tm = de.targetMean.contiguous(), lfc = de.log2FoldChange.contiguous(),
+                   pc = de.percentChange.contiguous(), pv = de.pValue.contiguous(), st = de.statistic.contiguous(),
+                   fdr = de.fdr.contiguous(), rm = de.referenceMean.contiguous();
+  const int64_t ng = int64_t(table.genes.size());
+  for (size_t i = 0; i < table.targets.size(); ++i) {
+    const int64_t members = de.targetMembership[int64_t(i)].item<int64_t>();
+    for (int64_t g = 0; g < ng; ++g) {
+      // pdex reports the means as float32.
+      out << table.targets[i] << ',' << table.genes[g] << ',' << formatFloat(float(cell(tm, i, g))) << ','
+          << formatFloat(float(rm.const_data_ptr<double>()[g])) << ',' << members << ','
+          << de.referenceMembership << ',' << formatFloat(cell(lfc, i, g)) << ',' << formatFloat(cell(pc, i, g)) << ','
+          << formatFloat(cell(pv, i, g)) << ',' << formatFloat(cell(st, i, g)) << ',' << formatFloat(cell(fdr, i, g))
+          << '\n';
+    }
+  }
+  if (!out) throw std::runtime_error("failed writing " + path + " (disk full?)");
+}
+
+}  // namespace latentcell::eval

@@ -1,0 +1,87 @@
+// cell-eval 0.8.2's `cell-eval run` in C++: the same input checks, normalisation, per-perturbation
+// metrics, results.csv / agg_results.csv layout and pdex DE tables, so that numbers computed here
+// can be quoted as cell-eval numbers (notes sec. 6; tests/test_cell_eval.cpp compares with the CLI).
+//
+// Heavy work (densified cells, pseudobulks, DE through eval/DifferentialExpression, energy
+// distances) runs on tensors on the chosen device; the per-perturbation scores are then small
+// [perturbations, genes] tables reduced on the host. cell-eval's conventions are kept where they
+// change numbers: pseudobulks are float32 means, DE columns are cast to float32 before thresholding
+// (fdr < 0.05) and sorting by |log2FC| (ties by gene order), discrimination ranks are stable,
+// aggregates are polars' describe (nearest-rank quantiles, NaN sorted last).
+// clustering_agreement (Leiden clustering) is not computed; reports list it under `omitted`.
+#pragma once
+
+#include "data/AnnData.h"
+#include "eval/DifferentialExpression.h"
+
+#include <c10/core/Device.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace latentcell::eval {
+
+// One side of the comparison, as cell-eval reads it from an h5ad.
+struct CellEvalData {
+  data::CsrMatrix x;                       // [cells, genes] X as stored
+  std::vector<std::string> perturbations;  // [cells] label of each cell
+  std::vector<std::string> genes;          // [genes] var_names
+  std::string source;                      // the file, for messages
+};
+
+// X, the `pertCol` labels and var_names of `adata` (error naming the file when the column is missing).
+CellEvalData cellEvalData(const data::AnnData& adata, const std::string& pertCol);
+// The cells of each `celltypeCol` value, in order of first appearance (as pandas' unique()).
+std::vector<std::pair<std::string, CellEvalData>> splitByCelltype(const data::AnnData& adata,
+                                                                  const std::string& pertCol,
+                                                                  const std::string& celltypeCol);
+
+// cell-eval's profiles (KNOWN_PROFILES); "pds" skips DE.
+enum class CellEvalProfile { Full, Minimal, Vcc, De, Anndata, Pds };
+CellEvalProfile parseCellEvalProfile(const std::string& name);
+
+struct CellEvalOptions {
+  std::string controlPert = "non-targeting";
+  CellEvalProfile profile = CellEvalProfile::Full;
+  c10::Device device = c10::Device(c10::kCPU);
+};
+
+// results.csv as a table: one row per perturbation (sorted, control excluded), one column per metric.
+struct MetricTable {
+  std::string indexName;                                  // "perturbation" or "statistic"
+  std::vector<std::string> rows;
+  std::vector<std::string> columns;                       // metric names in cell-eval's order
+  std::vector<std::vector<std::optional<double>>> values;  // [column][row]; nullopt = null
+};
+
+// One pdex table (real_de.csv or pred_de.csv): targets in sorted label order, genes in var order.
+struct DeTable {
+  std::vector<std::string> targets;
+  std::vector<std::string> genes;
+  DeResult de;  // on the CPU
+};
+
+struct CellEvalReport {
+  MetricTable results;
+  std::optional<DeTable> realDe, predDe;  // absent for the pds profile, which skips DE
+  std::vector<std::string> omitted;       // metrics of the profile not computed here
+  bool realNormalised = false, predNormalised = false;  // integer-looking X was normalize_total + log1p'd
+};
+
+// Runs cell-eval's checks (invalid_argument with cell-eval's one-line message, prefixed by the file)
+// and metrics. `real` and `pred` are taken by value: their X is normalised in place when it looks
+// like counts.
+CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const CellEvalOptions& options);
+
+// polars DataFrame.describe() of the metric columns: count, null_count, mean, std, min, 25%, 50%,
+// 75%, max, as agg_results.csv.
+MetricTable describeMetrics(const MetricTable& results);
+
+// CSV writers with polars' text for floats (shortest round-trip, integral values as "1.0", NaN,
+// inf, null as an empty field).
+void writeMetricCsv(const MetricTable& table, const std::string& path);
+void writeDeCsv(const DeTable& table, const std::string& path);
+
+}  // namespace latentcell::eval
