@@ -4,6 +4,7 @@
 #include "TestUtil.h"
 #include "core/Safetensors.h"
 #include "train/Checkpoint.h"
+#include "train/Communicator.h"
 #include "train/Ema.h"
 #include "train/LrSchedule.h"
 #include "train/TensorBoardWriter.h"
@@ -11,6 +12,7 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -32,7 +34,9 @@ namespace {
 // Linear regression on a fixed pool of examples; batch i takes rows [i*b, (i+1)*b) modulo the pool.
 class LinearTask : public Trainable {
  public:
-  LinearTask(int64_t batch, std::vector<int64_t> nan_batches = {}) : batch_(batch), nan_batches_(std::move(nan_batches)) {
+  // With `world` ranks, rank r's batch i is global batch i * world + r.
+  LinearTask(int64_t batch, std::vector<int64_t> nan_batches = {}, int64_t rank = 0, int64_t world = 1)
+      : batch_(batch), nan_batches_(std::move(nan_batches)), rank_(rank), world_(world) {
     torch::manual_seed(99);
     x_ = torch::randn({256, 5}, torch::kDouble);
     y_ = x_.matmul(torch::tensor({1.0, -2.0, 0.5, 3.0, -1.0}, torch::kDouble)).unsqueeze(1) + 0.1;
@@ -45,7 +49,7 @@ class LinearTask : public Trainable {
   DataState dataState() const override { return {{"batch", next_}}; }
   void restoreDataState(const DataState& s) override { next_ = s.at("batch"); }
   LossTerms trainLoss() override {
-    const int64_t i = next_++;
+    const int64_t i = next_++ * world_ + rank_;
     auto idx = (torch::arange(batch_) + i * batch_).remainder(256);
     auto loss = torch::mse_loss(model_(x_.index_select(0, idx)), y_.index_select(0, idx));
     if (std::find(nan_batches_.begin(), nan_batches_.end(), i) != nan_batches_.end()) loss = loss * NAN;
@@ -57,6 +61,7 @@ class LinearTask : public Trainable {
  private:
   int64_t batch_;
   std::vector<int64_t> nan_batches_;
+  int64_t rank_, world_;
   torch::Tensor x_, y_;
   int64_t next_ = 0;
 };
@@ -290,4 +295,69 @@ TEST(TensorBoard, RunMetricsReadBackByTensorboard) {
   }
   EXPECT_EQ(matched, 3);
   EXPECT_EQ(validations, 2);
+}
+
+// Runs `config` on two Gloo ranks (threads over one in-memory store), each on its half of every
+// batch; `nan_batch` is a global batch index whose loss is NaN (on rank nan_batch % 2).
+struct TwoRankRun {
+  std::vector<std::unique_ptr<LinearTask>> tasks;
+  std::vector<int64_t> skipped = {-1, -1};
+};
+
+TwoRankRun runTwoRanks(const TrainerConfig& config, int64_t nan_batch, const TempDir& dir) {
+  TwoRankRun run;
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  for (int64_t r = 0; r < 2; ++r) run.tasks.push_back(std::make_unique<LinearTask>(8, std::vector<int64_t>{nan_batch}, r, 2));
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      DistributedEnv env;
+      env.rank = env.local_rank = r;
+      env.world_size = env.local_world_size = 2;
+      CommunicatorOptions options;
+      options.backend = "gloo";
+      options.timeout = std::chrono::seconds(20);
+      try {
+        auto comm = makeCommunicator(env, options, store);
+        Trainer t(config, *run.tasks[r], c10::Device(c10::kCPU), dir.file("rank" + std::to_string(r)), "cfg", comm.get());
+        run.skipped[r] = t.fit().nonfinite_skipped;
+        comm->barrier();
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "rank " << r << ": " << e.what();
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+  return run;
+}
+
+// Data parallel through the Trainer: parameters identical on both ranks and within 1e-6 of one
+// process on the combined batch; only rank 0 writes the run directory.
+TEST(Trainer, TwoGlooRanksEqualOneProcessOnTheCombinedBatch) {
+  TempDir single_dir, dp_dir;
+  auto config = sgdConfig(12);
+  config.optimizer.name = "adamw";
+  LinearTask single(16);
+  Trainer(config, single, c10::Device(c10::kCPU), single_dir.path().string(), "cfg").fit();
+  auto run = runTwoRanks(config, -1, dp_dir);
+  EXPECT_EQ(run.skipped, (std::vector<int64_t>{0, 0}));
+  EXPECT_TRUE(torch::equal(run.tasks[0]->model_->weight, run.tasks[1]->model_->weight));
+  EXPECT_TRUE(torch::equal(run.tasks[0]->model_->bias, run.tasks[1]->model_->bias));
+  EXPECT_LE((run.tasks[0]->model_->weight - single.model_->weight).abs().max().item<double>(), 1e-6);
+  EXPECT_LE((run.tasks[0]->model_->bias - single.model_->bias).abs().max().item<double>(), 1e-6);
+  EXPECT_FALSE(torch::equal(single.model_->weight, LinearTask(16).model_->weight));  // it trained
+  EXPECT_TRUE(fs::exists(dp_dir.file("rank0/checkpoints/latest")));
+  EXPECT_FALSE(fs::exists(dp_dir.file("rank1/checkpoints/latest")));
+  EXPECT_FALSE(fs::exists(dp_dir.file("rank1/metrics.jsonl")));
+}
+
+// A NaN loss on one rank only: both ranks skip that step together and stay identical.
+TEST(Trainer, NonFiniteLossOnOneRankSkipsTheStepOnAllRanks) {
+  TempDir dir;
+  auto config = sgdConfig(10);
+  config.max_nonfinite = 3;
+  auto run = runTwoRanks(config, /*nan_batch=*/7, dir);
+  EXPECT_EQ(run.skipped, (std::vector<int64_t>{1, 1}));
+  EXPECT_TRUE(torch::equal(run.tasks[0]->model_->weight, run.tasks[1]->model_->weight));
+  EXPECT_TRUE(torch::isfinite(run.tasks[0]->model_->weight).all().item<bool>());
 }

@@ -10,7 +10,9 @@
 #include "core/Logging.h"
 #include "core/Safetensors.h"
 #include "core/StateDict.h"
+#include "train/Communicator.h"
 #include "train/Ema.h"
+#include "train/GradientReducer.h"
 #include "train/LrSchedule.h"
 #include "train/ProgressBar.h"
 #include "train/TensorBoardWriter.h"
@@ -189,7 +191,7 @@ void truncateMetrics(const fs::path& path, int64_t step) {
 }  // namespace
 
 Trainer::Trainer(const TrainerConfig& config, Trainable& model, const c10::Device& device,
-                 std::string run_dir, std::string resolved_config_yaml)
+                 std::string run_dir, std::string resolved_config_yaml, Communicator* comm)
     : config_(config),
       model_(model),
       device_(device),
@@ -197,22 +199,30 @@ Trainer::Trainer(const TrainerConfig& config, Trainable& model, const c10::Devic
       resolved_config_(std::move(resolved_config_yaml)),
       checkpoints_(run_dir_, config.keep_last) {
   model_.module().to(device_);
+  if (comm != nullptr && comm->worldSize() > 1) {
+    writer_ = comm->rank() == 0;
+    reducer_ = std::make_unique<GradientReducer>(model_.module(), *comm);
+    reducer_->broadcastParameters();
+    checkReplicasAgree(*comm, resolved_config_, model_.module());
+  }
   optimizer_ = makeOptimizer(config_.optimizer, model_.module());
   if (config_.ema.enabled) {
     ema_ = std::make_unique<Ema>(model_.module(), config_.ema.decay, config_.ema.every, config_.ema.start);
   }
-  std::ofstream(fs::path(run_dir_) / "config.yaml") << resolved_config_;
+  if (writer_) std::ofstream(fs::path(run_dir_) / "config.yaml") << resolved_config_;
 }
 
 Trainer::~Trainer() = default;
 
 void Trainer::writeMetrics(const std::string& json_line) {
+  if (!writer_) return;
   if (!metrics_.is_open()) metrics_.open(fs::path(run_dir_) / "metrics.jsonl", std::ios::app);
   metrics_ << json_line << '\n';
   metrics_.flush();
 }
 
 void Trainer::writeScalar(const std::string& tag, double value) {
+  if (!writer_) return;
   if (!tensorboard_) tensorboard_ = std::make_unique<TensorBoardWriter>((fs::path(run_dir_) / "tensorboard").string());
   tensorboard_->addScalar(tag, value, step_);
 }
@@ -232,10 +242,17 @@ double Trainer::trainStep() {
     const double value = terms.objective().item<double>();
     if (!std::isfinite(value)) {
       finite = false;
-      break;
+      // Data parallel: every rank must still join the gradient average; the NaN it contributes
+      // makes the averaged norm non-finite on all ranks, so they all skip this step together.
+      if (!reducer_) break;
     }
+    if (reducer_ && micro == config_.accumulate - 1) reducer_->prepareForBackward();
     (terms.objective() / static_cast<double>(config_.accumulate)).backward();
     total += value;
+  }
+  if (reducer_) {
+    reducer_->synchronize();
+    finite = true;  // decided below from the averaged gradients, identically on every rank
   }
   std::vector<at::Tensor> params;
   for (auto& group : optimizer_->param_groups())
@@ -277,6 +294,8 @@ LossTerms Trainer::evalStep() {
 }
 
 std::string Trainer::saveCheckpoint() {
+  saved_step_ = step_;
+  if (!writer_) return last_checkpoint_;
   last_checkpoint_ = checkpoints_.save(step_, [&](const std::string& dir) {
     const fs::path d(dir);
     core::saveSafetensors((d / "model.safetensors").string(), core::stateDict(model_.module()),
@@ -308,7 +327,6 @@ std::string Trainer::saveCheckpoint() {
          << YAML::Key << "device" << YAML::Value << device_.str() << YAML::EndMap;
     std::ofstream(d / "meta.yaml") << meta.c_str() << '\n';
   });
-  saved_step_ = step_;
   return last_checkpoint_;
 }
 
@@ -345,7 +363,7 @@ void Trainer::loadCheckpoint(const std::string& dir) {
   }
   last_checkpoint_ = dir;
   saved_step_ = step_;
-  truncateMetrics(fs::path(run_dir_) / "metrics.jsonl", step_);
+  if (writer_) truncateMetrics(fs::path(run_dir_) / "metrics.jsonl", step_);
 }
 
 bool Trainer::resume() {
@@ -397,7 +415,7 @@ TrainSummary Trainer::fit() {
       writeScalar("train/loss", mean);
       writeScalar("train/lr", lr);
       writeScalar("train/cells_per_s", cells_per_s);
-      tensorboard_->flush();
+      if (tensorboard_) tensorboard_->flush();
       if (first_window) summary.first_loss = mean;
       first_window = false;
       summary.last_loss = mean;

@@ -24,7 +24,9 @@ class Optimizer;
 
 namespace latentcell::train {
 
+class Communicator;
 class Ema;
+class GradientReducer;
 class TensorBoardWriter;
 
 struct OptimizerConfig : core::ConfigSection {
@@ -87,8 +89,11 @@ struct TrainSummary {
 class Trainer {
  public:
   // run_dir receives checkpoints/, metrics.jsonl and config.yaml (the resolved config).
+  // With a communicator of world size > 1 the trainer is data parallel: rank 0's weights are
+  // broadcast, the ranks must agree on config and weights, gradients are averaged every step, and
+  // only rank 0 writes files. The Trainable must give each rank its own share of the data.
   Trainer(const TrainerConfig& config, Trainable& model, const c10::Device& device,
-          std::string run_dir, std::string resolved_config_yaml);
+          std::string run_dir, std::string resolved_config_yaml, Communicator* comm = nullptr);
   ~Trainer();
 
   // Loads the checkpoint `latest` points at, if any; returns whether it resumed.
@@ -115,6 +120,8 @@ class Trainer {
   std::string resolved_config_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<Ema> ema_;
+  std::unique_ptr<GradientReducer> reducer_;  // data parallel only
+  bool writer_ = true;                         // rank 0 writes checkpoints and metrics
   CheckpointManager checkpoints_;
   std::ofstream metrics_;
   std::unique_ptr<TensorBoardWriter> tensorboard_;  // RUN_DIR/tensorboard, opened on first use
