@@ -97,3 +97,15 @@ TEST(Cli, ConfigErrorsAreOneLineAndNonZero) {
   expectOneLineError(run("train '" + good + "' model.heads=5"), 2, {"model.dim"});
   expectOneLineError(run("train '" + good + "' task=other"), 2, {"task", "smoke"});
 }
+
+// --nproc-per-node starts two Gloo ranks of the same command; rank 0 reports and writes the run.
+TEST(Cli, TrainWithTwoLocalRanks) {
+  TempDir dir;
+  auto r = run("train '" + latentcell::test::sourcePath("configs/smoke.yaml") + "' run_dir='" + dir.path().string() +
+               "' device=cpu trainer.max_steps=30 trainer.log_every=10 trainer.distributed.timeout_s=60 --nproc-per-node 2");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("[rank 0]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("rank 0 of 2"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("rank 1 of 2"), std::string::npos) << "rank 1 must not log at info level:\n" << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("checkpoints/step-00000030/model.safetensors")));
+}

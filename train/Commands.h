@@ -6,8 +6,13 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace latentcell::cli {
+
+// The process's full command line (argv), for commands that relaunch the binary (set by main).
+std::vector<std::string>& commandLine();
 
 struct Command {
   CLI::App* app = nullptr;

@@ -10,7 +10,15 @@
 #include <stdexcept>
 #include <vector>
 
+namespace latentcell::cli {
+std::vector<std::string>& commandLine() {
+  static std::vector<std::string> args;
+  return args;
+}
+}  // namespace latentcell::cli
+
 int main(int argc, char** argv) {
+  latentcell::cli::commandLine().assign(argv, argv + argc);
   CLI::App app{"latentcell: latent generative models of single cells on LibTorch"};
   app.require_subcommand(1);
   app.fallthrough();  // global options such as --log-level may also follow the subcommand

@@ -6,11 +6,15 @@
 #include "core/Mcab.h"
 #include "core/Random.h"
 #include "core/TransformerBlock.h"
+#include "train/Communicator.h"
 
+#include <torch/csrc/distributed/c10d/Store.hpp>  // complete type for makeCommunicator's store
 #include <torch/nn/modules/linear.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <filesystem>
+#include <memory>
 
 namespace latentcell::train {
 namespace {
@@ -37,15 +41,16 @@ TORCH_MODULE(SetModel);
 
 class SmokeTrainable : public Trainable {
  public:
-  SmokeTrainable(const SmokeConfig& c, const c10::Device& device)
-      : config_(c), device_(device), model_(c.model, c.data.features) {}
+  // Rank r of `world` trains on global batches b * world + r.
+  SmokeTrainable(const SmokeConfig& c, const c10::Device& device, int64_t rank, int64_t world)
+      : config_(c), device_(device), model_(c.model, c.data.features), rank_(rank), world_(world) {}
 
   torch::nn::Module& module() override { return *model_; }
   int64_t batchSize() const override { return config_.data.batch_size; }
   DataState dataState() const override { return {{"batch", next_batch_}}; }
   void restoreDataState(const DataState& state) override { next_batch_ = state.at("batch"); }
 
-  LossTerms trainLoss() override { return lossOn(next_batch_++); }
+  LossTerms trainLoss() override { return lossOn(next_batch_++ * world_ + rank_); }
   // Validation uses one fixed batch whose index no training step reaches.
   LossTerms evalLoss() override { return lossOn(-1); }
 
@@ -68,6 +73,7 @@ class SmokeTrainable : public Trainable {
   const SmokeConfig& config_;
   c10::Device device_;
   SetModel model_;
+  int64_t rank_, world_;
   int64_t next_batch_ = 0;
 };
 
@@ -107,22 +113,34 @@ void SmokeConfig::visit(core::ConfigVisitor& v) {
 }
 
 TrainSummary runSmokeTask(const SmokeConfig& c, bool resume) {
-  const auto device = core::resolveDevice(c.device);
+  const auto env = readDistributedEnv();
+  auto device = core::resolveDevice(c.device);
+  if (device.is_cuda() && env.world_size > 1) device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  std::unique_ptr<Communicator> comm;
+  if (env.world_size > 1) {
+    if (env.rank != 0) core::setupLogging("warn");  // rank 0 reports; the others only warn and fail
+    CommunicatorOptions options;
+    options.backend = c.trainer.distributed.backend;
+    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(c.trainer.distributed.timeout_s * 1000));
+    comm = makeCommunicator(env, options);
+  }
   core::seedEverything(static_cast<uint64_t>(c.seed));
   if (!resume && CheckpointManager(c.run_dir, 1).latest()) {
     throw std::invalid_argument("run directory " + c.run_dir + " already holds checkpoints; continue it with --resume " +
                                 c.run_dir + " or set run_dir to a new directory");
   }
-  SmokeTrainable trainable(c, device);
-  Trainer trainer(c.trainer, trainable, device, c.run_dir, core::dumpConfig(c));
+  SmokeTrainable trainable(c, device, env.rank, env.world_size);
+  Trainer trainer(c.trainer, trainable, device, c.run_dir, core::dumpConfig(c), comm.get());
   if (resume && !trainer.resume()) {
     throw std::invalid_argument("cannot resume: " + c.run_dir + " has no checkpoint; drop --resume to start a new run");
   }
   int64_t params = 0;
   for (const auto& p : trainable.module().parameters()) params += p.numel();
-  core::logInfo("smoke task on {}: {} parameters, steps {} -> {}, run directory {}", device.str(), params,
-                trainer.step(), c.trainer.max_steps, c.run_dir);
-  return trainer.fit();
+  core::logInfo("smoke task on {} (rank {} of {}): {} parameters, steps {} -> {}, run directory {}", device.str(),
+                env.rank, env.world_size, params, trainer.step(), c.trainer.max_steps, c.run_dir);
+  auto summary = trainer.fit();
+  if (comm) comm->barrier();  // rank 0 keeps the store up until every rank is done
+  return summary;
 }
 
 }  // namespace latentcell::train

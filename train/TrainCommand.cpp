@@ -3,9 +3,12 @@
 #include "core/Config.h"
 #include "core/Logging.h"
 #include "train/Commands.h"
+#include "train/Launcher.h"
 #include "train/SmokeTask.h"
 
+#include <cstdlib>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -16,6 +19,7 @@ Command addTrainCommand(CLI::App& parent) {
     std::string config;
     std::vector<std::string> overrides;
     std::string resume;
+    int nproc = 1;
   };
   auto args = std::make_shared<Args>();
   Command cmd;
@@ -23,7 +27,28 @@ Command addTrainCommand(CLI::App& parent) {
   cmd.app->add_option("config", args->config, "YAML config file")->required();
   cmd.app->add_option("overrides", args->overrides, "config overrides, e.g. trainer.optimizer.lr=1e-3 model.dim=64");
   cmd.app->add_option("--resume", args->resume, "continue the run in this directory from its latest checkpoint");
+  cmd.app->add_option("--nproc-per-node", args->nproc,
+                      "start this many data-parallel ranks on this machine (under torchrun or srun, leave at 1)")
+      ->check(CLI::PositiveNumber);
   cmd.run = [args] {
+    if (args->nproc > 1) {
+      if (std::getenv("RANK") != nullptr) {
+        throw std::invalid_argument("--nproc-per-node is for starting ranks; this process already is rank " +
+                                    std::string(std::getenv("RANK")) + " (drop the option under torchrun or srun)");
+      }
+      std::vector<std::string> child;  // the same command line without --nproc-per-node
+      const auto& all = commandLine();
+      child.push_back(train::currentExecutable());
+      for (size_t i = 1; i < all.size(); ++i) {
+        if (all[i] == "--nproc-per-node") {
+          ++i;
+          continue;
+        }
+        if (all[i].rfind("--nproc-per-node=", 0) == 0) continue;
+        child.push_back(all[i]);
+      }
+      return train::launchLocal(args->nproc, child);
+    }
     auto overrides = args->overrides;
     if (!args->resume.empty()) overrides.push_back("run_dir=" + args->resume);
     train::SmokeConfig config;

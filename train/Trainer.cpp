@@ -82,6 +82,14 @@ void EmaConfig::validate() const {
   if (every <= 0) reject("every", "must be positive");
 }
 
+void DistributedConfig::visit(core::ConfigVisitor& v) {
+  v.choice("backend", backend, {"auto", "gloo", "nccl"}, "collective backend when launched with several ranks");
+  v.field("timeout_s", timeout_s, "seconds any collective may take before the job fails naming the lost rank");
+}
+void DistributedConfig::validate() const {
+  if (!(timeout_s > 0)) reject("timeout_s", "must be positive");
+}
+
 void TrainerConfig::visit(core::ConfigVisitor& v) {
   v.field("max_steps", max_steps, "optimizer steps to train for");
   v.field("max_time_s", max_time_s, "wall-time limit in seconds (0 = none); a checkpoint is written on stopping");
@@ -96,6 +104,7 @@ void TrainerConfig::visit(core::ConfigVisitor& v) {
   v.section("optimizer", optimizer, "optimizer");
   v.section("schedule", schedule, "learning-rate schedule");
   v.section("ema", ema, "EMA of the weights");
+  v.section("distributed", distributed, "data parallel (under --nproc-per-node, torchrun or srun)");
 }
 void TrainerConfig::validate() const {
   if (max_steps <= 0) reject("max_steps", "must be positive");
@@ -201,6 +210,7 @@ Trainer::Trainer(const TrainerConfig& config, Trainable& model, const c10::Devic
   model_.module().to(device_);
   if (comm != nullptr && comm->worldSize() > 1) {
     writer_ = comm->rank() == 0;
+    world_ = comm->worldSize();
     reducer_ = std::make_unique<GradientReducer>(model_.module(), *comm);
     reducer_->broadcastParameters();
     checkReplicasAgree(*comm, resolved_config_, model_.module());
@@ -396,13 +406,13 @@ TrainSummary Trainer::fit() {
     const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
     if (bar) {
       const double rate = window_steps / std::max(std::chrono::duration<double>(clock::now() - window_start).count(), 1e-9);
-      bar->update(step_, window_sum / window_n, rate, rate * model_.batchSize() * config_.accumulate);
+      bar->update(step_, window_sum / window_n, rate, rate * model_.batchSize() * config_.accumulate * world_);
     }
     if (step_ % config_.log_every == 0 || step_ == config_.max_steps) {
       const double dt = std::chrono::duration<double>(clock::now() - window_start).count();
       const double mean = window_sum / window_n;
       const double steps_per_s = window_steps / std::max(dt, 1e-9);
-      const double cells_per_s = steps_per_s * model_.batchSize() * config_.accumulate;
+      const double cells_per_s = steps_per_s * model_.batchSize() * config_.accumulate * world_;
       const double eta = (config_.max_steps - step_) / std::max(steps_per_s, 1e-9);
       const double lr = optimizer_->param_groups().front().options().get_lr();
       if (!bar) {

@@ -60,6 +60,13 @@ struct EmaConfig : core::ConfigSection {
   void validate() const override;
 };
 
+struct DistributedConfig : core::ConfigSection {
+  std::string backend = "auto";  // auto (nccl on CUDA, gloo on CPU), gloo, nccl
+  double timeout_s = 600;        // bound on every collective; a lost rank fails the job after it
+  void visit(core::ConfigVisitor& v) override;
+  void validate() const override;
+};
+
 struct TrainerConfig : core::ConfigSection {
   int64_t max_steps = 1000;
   double max_time_s = 0;       // 0 = no wall-time limit
@@ -74,6 +81,7 @@ struct TrainerConfig : core::ConfigSection {
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
   EmaConfig ema;
+  DistributedConfig distributed;
   void visit(core::ConfigVisitor& v) override;
   void validate() const override;
 };
@@ -122,6 +130,7 @@ class Trainer {
   std::unique_ptr<Ema> ema_;
   std::unique_ptr<GradientReducer> reducer_;  // data parallel only
   bool writer_ = true;                         // rank 0 writes checkpoints and metrics
+  int64_t world_ = 1;                          // ranks, for global throughput
   CheckpointManager checkpoints_;
   std::ofstream metrics_;
   std::unique_ptr<TensorBoardWriter> tensorboard_;  // RUN_DIR/tensorboard, opened on first use
