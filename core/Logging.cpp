@@ -31,6 +31,12 @@ std::shared_ptr<spdlog::logger> logger() {
   return instance;
 }
 
+// The same file sinks as logger(), without the console.
+std::shared_ptr<spdlog::logger> fileLogger() {
+  static auto instance = std::make_shared<spdlog::logger>("latentcell-files");
+  return instance;
+}
+
 }  // namespace
 
 void setupLogging(const std::string& level) {
@@ -40,18 +46,29 @@ void setupLogging(const std::string& level) {
                                 "' (use trace, debug, info, warn, error or off)");
   }
   logger()->set_level(parsed);
+  fileLogger()->set_level(parsed);
 }
 
 void addLogFile(const std::string& path) {
   auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, /*truncate=*/false);
   sink->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
   logger()->sinks().push_back(sink);
+  fileLogger()->sinks().push_back(sink);
 }
 
 bool logEnabled(LogLevel level) { return logger()->should_log(toSpdlog(level)); }
 
 void logMessage(LogLevel level, const std::string& message) {
   logger()->log(toSpdlog(level), "{}", message);
+}
+
+}  // namespace latentcell::core
+
+namespace latentcell::core {
+
+void logFileMessage(LogLevel level, const std::string& message) {
+  fileLogger()->log(toSpdlog(level), "{}", message);
+  fileLogger()->flush();
 }
 
 }  // namespace latentcell::core

@@ -21,6 +21,8 @@ void setupLogging(const std::string& level = "info");
 void addLogFile(const std::string& path);
 bool logEnabled(LogLevel level);
 void logMessage(LogLevel level, const std::string& message);
+// To the file logs only: lines a terminal shows another way (the trainer's progress bar).
+void logFileMessage(LogLevel level, const std::string& message);
 
 template <typename... Args>
 void log(LogLevel level, fmt::format_string<Args...> format, Args&&... args) {

@@ -63,6 +63,9 @@ TEST(Cli, SmokeTrainingLowersTheLossAndWritesItsRun) {
   EXPECT_LT(std::stod(m[2]), 0.7 * std::stod(m[1])) << r.out;
   EXPECT_TRUE(std::filesystem::exists(dir.file("checkpoints/step-00000120/model.safetensors")));
   EXPECT_TRUE(std::filesystem::exists(dir.file("metrics.jsonl")));
+  std::ifstream log(dir.file("log.txt"));
+  const std::string log_text((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_NE(log_text.find("step    120/120"), std::string::npos) << "the run's file log misses the step lines:\n" << log_text;
   // The resolved config reproduces the run's settings, overrides included.
   std::ifstream in(dir.file("config.yaml"));
   std::string text((std::istreambuf_iterator<char>(in)), {});

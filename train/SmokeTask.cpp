@@ -131,6 +131,7 @@ TrainSummary runSmokeTask(const SmokeConfig& c, bool resume) {
   }
   SmokeTrainable trainable(c, device, env.rank, env.world_size);
   Trainer trainer(c.trainer, trainable, device, c.run_dir, core::dumpConfig(c), comm.get());
+  if (env.rank == 0) core::addLogFile((std::filesystem::path(c.run_dir) / "log.txt").string());
   if (resume && !trainer.resume()) {
     throw std::invalid_argument("cannot resume: " + c.run_dir + " has no checkpoint; drop --resume to start a new run");
   }

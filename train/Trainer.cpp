@@ -415,9 +415,12 @@ TrainSummary Trainer::fit() {
       const double cells_per_s = steps_per_s * model_.batchSize() * config_.accumulate * world_;
       const double eta = (config_.max_steps - step_) / std::max(steps_per_s, 1e-9);
       const double lr = optimizer_->param_groups().front().options().get_lr();
-      if (!bar) {
-        core::logInfo("step {:>6}/{}  loss {:.5f}  lr {:.2e}  {:.1f} steps/s  {:.0f} cells/s  ETA {}", step_,
-                      config_.max_steps, mean, lr, steps_per_s, cells_per_s, formatDuration(eta));
+      const auto line = fmt::format("step {:>6}/{}  loss {:.5f}  lr {:.2e}  {:.1f} steps/s  {:.0f} cells/s  ETA {}",
+                                    step_, config_.max_steps, mean, lr, steps_per_s, cells_per_s, formatDuration(eta));
+      if (bar) {
+        core::logFileMessage(core::LogLevel::Info, line);
+      } else {
+        core::logInfo("{}", line);
       }
       writeMetrics(nlohmann::json{{"step", step_}, {"split", "train"}, {"loss", mean}, {"lr", lr},
                                   {"steps_per_s", steps_per_s}, {"cells_per_s", cells_per_s}, {"time_s", elapsed}}
