@@ -11,6 +11,15 @@
 
 namespace latentcell::core {
 
+// SplitMix64 finaliser: turns structured seeds such as (seed, cell) into decorrelated 64-bit seeds
+// for std::mt19937_64 streams that must not depend on call order.
+inline uint64_t splitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
 // Seeds torch's default CPU generator and, when CUDA is available, every CUDA generator.
 void seedEverything(uint64_t seed);
 // A fresh generator for the device type, seeded with `seed`.

@@ -1,6 +1,8 @@
 // Negative-binomial perturbation-screen simulator (see Simulator.h).
 #include "data/Simulator.h"
 
+#include "core/Random.h"
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -13,17 +15,11 @@
 namespace latentcell::data {
 namespace {
 
-uint64_t splitmix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 // Portable draws on top of mt19937_64 (whose output sequence the standard fixes).
 class Rng {
  public:
-  Rng(uint64_t seed, uint64_t stream, uint64_t index) : gen_(splitmix(splitmix(seed ^ splitmix(stream)) + index)) {}
+  Rng(uint64_t seed, uint64_t stream, uint64_t index)
+      : gen_(core::splitMix64(core::splitMix64(seed ^ core::splitMix64(stream)) + index)) {}
 
   double uniform() { return static_cast<double>(gen_() >> 11) * 0x1.0p-53; }  // [0, 1)
   uint64_t below(uint64_t n) {                                                  // [0, n), unbiased

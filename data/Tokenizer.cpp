@@ -14,14 +14,6 @@
 namespace latentcell::data {
 namespace {
 
-// SplitMix64 finaliser: decorrelates the per-cell seeds (seed, cell) before they reach mt19937_64.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 // Uniform integer in [0, n) by rejection; std::uniform_int_distribution is implementation-defined,
 // and the subsets must be the same with every standard library.
 uint64_t uniformBelow(std::mt19937_64& rng, uint64_t n) {
@@ -100,7 +92,7 @@ Tokens tokenize(const CsrMatrix& counts, const TokenizerOptions& options, const 
           });
           break;
         case Truncation::Random: {
-          std::mt19937_64 rng(mix(options.seed ^ mix(static_cast<uint64_t>(cell))));
+          std::mt19937_64 rng(core::splitMix64(options.seed ^ core::splitMix64(static_cast<uint64_t>(cell))));
           for (int64_t k = 0; k < ctx; ++k)  // partial Fisher-Yates: the first ctx are a uniform subset
             std::swap(genes[k], genes[k + uniformBelow(rng, static_cast<uint64_t>(expressed - k))]);
           break;
