@@ -8,6 +8,8 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <functional>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -72,6 +74,16 @@ inline BinaryRun runBinary(const std::string& args) {
   const int raw = pclose(pipe);
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   return r;
+}
+
+// The message of the exception `f` throws, or "(no error)".
+inline std::string errorOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 // A CSR matrix from dense rows (zeros dropped), for small hand-made cases.

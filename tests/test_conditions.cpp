@@ -38,14 +38,7 @@ DataFrame makeObs() {
   return obs;
 }
 
-std::string errorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using latentcell::test::errorOf;
 
 }  // namespace
 

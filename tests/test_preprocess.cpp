@@ -33,14 +33,7 @@ std::vector<T> toVector(const at::Tensor& t) {
   return std::vector<T>(c.data_ptr<T>(), c.data_ptr<T>() + c.numel());
 }
 
-std::string errorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using latentcell::test::errorOf;
 
 double maxRelDiff(const std::vector<float>& got, const at::Tensor& want) {
   const auto w = toVector<float>(want);
