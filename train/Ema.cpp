@@ -6,22 +6,29 @@
 #include <torch/types.h>
 
 #include <stdexcept>
+#include <unordered_map>
 
 namespace latentcell::train {
 
 Ema::Ema(torch::nn::Module& module, double decay, int64_t every, int64_t start)
     : module_(module), decay_(decay), every_(every), start_(start) {
-  for (auto& [name, t] : core::stateDict(module_)) shadow_.emplace_back(name, t.detach().clone());
+  // The live handles are resolved once: update() runs every step and must not rebuild names.
+  std::unordered_map<std::string, at::Tensor> live;
+  for (const auto& p : module_.named_parameters()) live.emplace(p.key(), p.value());
+  for (const auto& b : module_.named_buffers()) live.emplace(b.key(), b.value());
+  for (auto& [name, t] : core::stateDict(module_)) {
+    shadow_.emplace_back(name, t.detach().clone());
+    live_.push_back(live.at(name));
+  }
 }
 
 void Ema::update(int64_t step) {
-  torch::NoGradGuard no_grad;
-  const auto current = core::stateDict(module_);
   const bool copy = step <= start_;
   if (!copy && step % every_ != 0) return;
+  torch::NoGradGuard no_grad;
   for (size_t i = 0; i < shadow_.size(); ++i) {
     auto& avg = shadow_[i].second;
-    const auto& w = current[i].second;
+    const auto& w = live_[i];
     if (copy || !w.is_floating_point()) {
       avg.copy_(w);
     } else {

@@ -28,6 +28,7 @@ class Ema {
   double decay_;
   int64_t every_, start_;
   std::vector<std::pair<std::string, at::Tensor>> shadow_;
+  std::vector<at::Tensor> live_;  // the module's own tensors, in shadow_'s order (looked up once)
 };
 
 }  // namespace latentcell::train

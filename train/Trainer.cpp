@@ -216,6 +216,8 @@ Trainer::Trainer(const TrainerConfig& config, Trainable& model, const c10::Devic
     checkReplicasAgree(*comm, resolved_config_, model_.module());
   }
   optimizer_ = makeOptimizer(config_.optimizer, model_.module());
+  for (auto& group : optimizer_->param_groups())
+    for (auto& p : group.params()) params_.push_back(p);
   if (config_.ema.enabled) {
     ema_ = std::make_unique<Ema>(model_.module(), config_.ema.decay, config_.ema.every, config_.ema.start);
   }
@@ -264,12 +266,9 @@ double Trainer::trainStep() {
     reducer_->synchronize();
     finite = true;  // decided below from the averaged gradients, identically on every rank
   }
-  std::vector<at::Tensor> params;
-  for (auto& group : optimizer_->param_groups())
-    for (auto& p : group.params()) params.push_back(p);
   if (finite) {
     const double max_norm = config_.grad_clip > 0 ? config_.grad_clip : std::numeric_limits<double>::infinity();
-    const double norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
+    const double norm = torch::nn::utils::clip_grad_norm_(params_, max_norm);
     finite = std::isfinite(norm);
   }
   if (!finite) {

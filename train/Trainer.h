@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace torch::optim {
 class Optimizer;
@@ -127,6 +128,7 @@ class Trainer {
   std::string run_dir_;
   std::string resolved_config_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<at::Tensor> params_;  // the optimizer's parameters, for the gradient norm
   std::unique_ptr<Ema> ema_;
   std::unique_ptr<GradientReducer> reducer_;  // data parallel only
   bool writer_ = true;                         // rank 0 writes checkpoints and metrics
