@@ -9,6 +9,7 @@
 #include "models/EncoderDecoder.h"
 #include "models/GeneEmbedding.h"
 #include "models/McabEncoderDecoder.h"
+#include "models/MlpEncoderDecoder.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -387,4 +388,95 @@ TEST(McabEncoderDecoder, BadInputsGetClearErrors) {
   EXPECT_NE(msg.find("decode gene_ids holds gene id 31"), std::string::npos) << msg;
   msg = errorOf([&] { model.decode(torch::randn({2, 5, 6}), torch::ones({3, 2}, torch::kLong)); });
   EXPECT_NE(msg.find("[batch = 2, genes]"), std::string::npos) << msg;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dense MLP family.
+
+namespace {
+
+MlpConfig smallMlp(const std::string& norm) {
+  MlpConfig c;
+  c.hidden = {12, 9};
+  c.latent_dim = 5;
+  c.output_width = 3;
+  c.norm = norm;
+  return c;
+}
+
+}  // namespace
+
+TEST(MlpEncoderDecoder, ShapesAndTokenOrDenseInputAgree) {
+  torch::manual_seed(9);
+  for (const std::string norm : {"layer", "batch", "none"}) {
+    SCOPED_TRACE(norm);
+    MlpEncoderDecoder model(kGenes, smallMlp(norm));
+    model.eval();
+    auto batch = randomCells({5, 12, 1}, 14);
+    auto z = model.encode(batch);
+    ASSERT_EQ(z.sizes(), (std::vector<int64_t>{3, 1, 5}));
+    // The same cells given as dense counts of every gene.
+    auto dense = torch::zeros({3, kGenes + 1}).scatter_add(1, batch.gene_ids, batch.counts).narrow(1, 1, kGenes);
+    CellBatch as_dense;
+    as_dense.dense_counts = dense;
+    EXPECT_TRUE(torch::equal(model.encode(as_dense), z));
+    // Tokens in any order, with any padding: the scatter makes the dense family order-free too.
+    EXPECT_TRUE(torch::equal(model.encode(shuffled(morePadding(batch, 6))), z));
+
+    auto genes = torch::randperm(kGenes, torch::kLong) + 1;
+    auto out = model.decode(z, genes);
+    ASSERT_EQ(out.sizes(), (std::vector<int64_t>{3, kGenes, 3}));
+    auto perm = torch::randperm(kGenes, torch::kLong);
+    expectSameUpToRounding(model.decode(z, genes.index_select(0, perm)), out.index_select(1, perm), "permuted");
+    // Per-cell gene lists give each cell's rows of the shared request.
+    auto per_cell = torch::stack({genes, genes.flip(0), genes});
+    auto expected = torch::stack({out[0], out[1].flip(0), out[2]});
+    expectSameUpToRounding(model.decode(z, per_cell), expected, "per-cell genes");
+  }
+}
+
+TEST(MlpEncoderDecoder, InputTransformsMatchTheirDefinitions) {
+  auto dense = torch::tensor({{1.0, 0.0, 3.0}, {0.0, 0.0, 0.0}});
+  auto cp10k = transformInput(dense, torch::Tensor(), InputTransform::Log1pCp10k);
+  auto want = torch::tensor({{std::log1p(2500.0), 0.0, std::log1p(7500.0)}, {0.0, 0.0, 0.0}}).to(torch::kFloat);
+  EXPECT_TRUE(torch::allclose(cp10k, want));
+  // The observed library size of the whole cell wins over the (possibly truncated) tokens' sum.
+  auto with_library = transformInput(dense, torch::tensor({8.0, 1.0}), InputTransform::Log1pCp10k);
+  EXPECT_NEAR(with_library[0][0].item<double>(), std::log1p(1250.0), 1e-4);
+  EXPECT_TRUE(torch::equal(transformInput(dense, {}, InputTransform::Log1p), torch::log1p(dense)));
+  EXPECT_NE(errorOf([] { parseInputTransform("log2"); }).find("log1p_cp10k"), std::string::npos);
+}
+
+TEST(MlpEncoderDecoder, GradientsMatchFiniteDifferences) {
+  for (const std::string norm : {"layer", "batch"}) {
+    SCOPED_TRACE(norm);
+    torch::manual_seed(10);
+    auto config = smallMlp(norm);
+    config.hidden = {6, 4};
+    config.activation = "gelu";
+    MlpEncoderDecoder model(8, config);
+    randomiseDouble(model);
+    model.train();  // batch statistics: the normalisation couples the cells, which the check covers
+    auto dense = (torch::rand({4, 8}, torch::kDouble) * 5).requires_grad_(true);
+    CellBatch batch;
+    batch.dense_counts = dense;
+    auto genes = torch::tensor({{3, 1}, {8, 8}, {2, 5}, {7, 4}}, torch::kLong);
+    auto f = [&] { return model.decode(model.encode(batch), genes); };
+    auto wrt = paramsOf(model);
+    wrt.emplace_back("dense_counts", dense);
+    expectGradientsMatch(f, wrt, 6);
+  }
+}
+
+TEST(MlpConfig, InvalidValuesAreRejected) {
+  MlpConfig config;
+  auto msg = errorOf([&] { core::loadConfigText(config, "hidden: [64, 0]\n", "mlp.yaml"); });
+  EXPECT_NE(msg.find("hidden"), std::string::npos) << msg;
+  msg = errorOf([&] { core::loadConfigText(config, "norm: group\n", "mlp.yaml"); });
+  EXPECT_NE(msg.find("batch"), std::string::npos) << msg;
+  MlpEncoderDecoder model(4, MlpConfig{});
+  CellBatch batch;
+  batch.dense_counts = torch::ones({2, 5});
+  msg = errorOf([&] { model.encode(batch); });
+  EXPECT_NE(msg.find("dense_counts must be [batch, 4]"), std::string::npos) << msg;
 }
