@@ -7,6 +7,7 @@
 #include "core/Config.h"
 #include "core/Safetensors.h"
 #include "core/StateDict.h"
+#include "models/DecoderOnly.h"
 #include "models/EncoderDecoder.h"
 #include "models/GeneEmbedding.h"
 #include "models/McabEncoderDecoder.h"
@@ -627,4 +628,58 @@ TEST(PcaBaseline, ErrorsNameTheProblem) {
   config.components = 9;
   msg = errorOf([&] { PcaBaseline(8, config); });
   EXPECT_NE(msg.find("pca.components (9)"), std::string::npos) << msg;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder-only mode.
+
+TEST(DecoderOnly, PassesTheEmbeddingThroughAndTrainsOnlyTheDecoder) {
+  torch::manual_seed(12);
+  DecoderOnlyConfig config;
+  config.mlp = smallMlp("layer");
+  DecoderOnly model(kGenes, 7, config);
+  CellBatch batch;
+  batch.embedding = torch::randn({4, 7});
+  auto z = model.encode(batch);
+  ASSERT_EQ(z.sizes(), (std::vector<int64_t>{4, 1, 7}));
+  EXPECT_TRUE(torch::equal(z.squeeze(1), batch.embedding));
+  auto genes = torch::arange(1, kGenes + 1, torch::kLong);
+  auto out = model.decode(z, genes);
+  ASSERT_EQ(out.sizes(), (std::vector<int64_t>{4, kGenes, 3}));
+  out.pow(2).mean().backward();
+  int64_t with_grad = 0;
+  for (auto& p : model.parameters()) with_grad += p.grad().defined();
+  EXPECT_EQ(with_grad, static_cast<int64_t>(model.parameters().size()));
+  EXPECT_GT(with_grad, 0);
+  for (const auto& [name, tensor] : core::stateDict(model)) EXPECT_EQ(name.rfind("decoder.", 0), 0u) << name;
+
+  // The MCAB decoder reads the embedding as several tokens.
+  DecoderOnlyConfig mcab_config;
+  mcab_config.decoder = "mcab";
+  mcab_config.latent_tokens = 4;
+  mcab_config.mcab = smallMcab();
+  DecoderOnly mcab(kGenes, 24, mcab_config);
+  batch.embedding = torch::randn({2, 24});
+  auto tokens = mcab.encode(batch);
+  ASSERT_EQ(tokens.sizes(), (std::vector<int64_t>{2, 4, 6}));
+  EXPECT_TRUE(torch::equal(tokens.reshape({2, 24}), batch.embedding));
+  EXPECT_EQ(mcab.decode(tokens, genes).sizes(), (std::vector<int64_t>{2, kGenes, 16}));
+}
+
+TEST(DecoderOnly, BadEmbeddingsAndConfigsGetClearErrors) {
+  DecoderOnlyConfig config;
+  DecoderOnly model(kGenes, 7, config);
+  CellBatch batch;
+  auto msg = errorOf([&] { model.encode(batch); });
+  EXPECT_NE(msg.find("obsm"), std::string::npos) << msg;
+  batch.embedding = torch::randn({3, 8});
+  msg = errorOf([&] { model.encode(batch); });
+  EXPECT_NE(msg.find("expected [batch, 7]"), std::string::npos) << msg;
+  config.decoder = "mcab";
+  config.latent_tokens = 5;
+  msg = errorOf([&] { DecoderOnly(kGenes, 24, config); });
+  EXPECT_NE(msg.find("latent_tokens must divide"), std::string::npos) << msg;
+  DecoderOnlyConfig loaded;
+  msg = errorOf([&] { core::loadConfigText(loaded, "latent_tokens: 4\n", "decoder_only.yaml"); });
+  EXPECT_NE(msg.find("must be 1 with the mlp decoder"), std::string::npos) << msg;
 }
