@@ -1,6 +1,7 @@
 // Golden tests: latentcell's blocks loaded with the weights that tests/golden/make_golden.py
 // (plain PyTorch, written from the formulas) used, on its inputs, reproduce its outputs within
-// 1e-5 in float32.
+// 1e-5 in float32. The MCAB encoder-decoder cases (models/McabEncoderDecoder, one per count
+// embedding) check the latent, the decoded genes and an MSE loss on them.
 #include "TestUtil.h"
 #include "core/Attention.h"
 #include "core/DitBlock.h"
@@ -8,6 +9,7 @@
 #include "core/Safetensors.h"
 #include "core/StateDict.h"
 #include "core/TimestepEmbedding.h"
+#include "models/McabEncoderDecoder.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -53,6 +55,34 @@ class Golden : public ::testing::Test {
     ASSERT_EQ(got.sizes(), want.sizes());
     const double err = (got - want).abs().max().item<double>();
     EXPECT_LE(err, 1e-5) << "max abs error " << err;
+  }
+
+  // The small MCAB encoder-decoder of make_golden.py's mcab_autoencoder cases, forward and MSE loss.
+  static void checkMcabAutoencoder(const GoldenCase& c, const std::string& count_embedding, bool latent_norm) {
+    latentcell::models::McabConfig config;
+    config.width = 16;
+    config.heads = 4;
+    config.cross_heads = 2;
+    config.encoder_blocks = 1;
+    config.decoder_blocks = 1;
+    config.latent_tokens = 4;
+    config.latent_dim = 6;
+    config.count_embedding = count_embedding;
+    config.count_mlp_hidden = 8;
+    config.multiple_of = 16;
+    config.latent_norm = latent_norm;
+    latentcell::models::McabEncoderDecoder model(12, config);
+    loadStateDict(model, c.weights, true, "mcab autoencoder golden");
+    latentcell::models::CellBatch batch;
+    batch.gene_ids = c.inputs.at("gene_ids");
+    batch.counts = c.inputs.at("counts");
+    batch.padding_mask = batch.gene_ids.eq(0);
+    auto latent = model.encode(batch);
+    auto decoded = model.decode(latent, c.inputs.at("decode_ids"));
+    auto loss = torch::mse_loss(decoded, c.inputs.at("target")).reshape({1});
+    expectClose(latent, c.outputs.at("latent"));
+    expectClose(decoded, c.outputs.at("decoded"));
+    expectClose(loss, c.outputs.at("loss"));
   }
 
   static TempDir* dir_;
@@ -105,4 +135,16 @@ TEST_F(Golden, TimestepEmbedding) {
   TimestepEmbedding m(16, 256);
   loadStateDict(*m, c.weights, true, "timestep embedding golden");
   expectClose(m(c.inputs["t"]), c.outputs["out"]);
+}
+
+TEST_F(Golden, McabAutoencoderConcatEmbeddingWithLatentNorm) {
+  checkMcabAutoencoder(load("mcab_autoencoder_concat"), "concat", true);
+}
+
+TEST_F(Golden, McabAutoencoderLog1pEmbedding) {
+  checkMcabAutoencoder(load("mcab_autoencoder_log1p"), "log1p", false);
+}
+
+TEST_F(Golden, McabAutoencoderMlpEmbeddingPerCellGenes) {
+  checkMcabAutoencoder(load("mcab_autoencoder_mlp"), "mlp", false);
 }

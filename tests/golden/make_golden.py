@@ -1,4 +1,5 @@
-"""Golden references for latentcell's core blocks, written with plain PyTorch ops.
+"""Golden references for latentcell's core blocks and the small MCAB encoder-decoder of models/,
+written with plain PyTorch ops.
 
 Each case is one safetensors file holding `weights.<name>` (named as the C++ module's
 parameters), `inputs.<name>` and `outputs.<name>`. The forward passes here are written out from
@@ -158,6 +159,99 @@ def case_timestep_embedding():
     return w, {"t": t}, {"out": out}
 
 
+def transformer_block_weights(prefix, dim, hidden):
+    w = norm_weights(f"{prefix}norm1", dim)
+    w.update(attention_weights(f"{prefix}attn.", dim, dim))
+    w.update(norm_weights(f"{prefix}norm2", dim))
+    w.update(swiglu_weights(f"{prefix}ff.swiglu", dim, hidden))
+    return w
+
+
+def swiglu_weights(prefix, dim, hidden):
+    w = linear_weights(f"{prefix}.w1", dim, hidden, bias=False)
+    w.update(linear_weights(f"{prefix}.w2", dim, hidden, bias=False))
+    w.update(linear_weights(f"{prefix}.w3", hidden, dim, bias=False))
+    return w
+
+
+def transformer_block(w, prefix, x, heads):
+    h = layer_norm(w, f"{prefix}norm1", x)
+    x = x + attention(w, f"{prefix}attn.", h, h, heads)
+    return x + swiglu(w, f"{prefix}ff.swiglu", layer_norm(w, f"{prefix}norm2", x))
+
+
+def mcab_weights(prefix, dim, hidden, pseudo_inputs=0):
+    w = {f"{prefix}pseudo_inputs": rand(pseudo_inputs, dim)} if pseudo_inputs else {}
+    w.update(norm_weights(f"{prefix}norm_q", dim))
+    w.update(norm_weights(f"{prefix}norm_kv", dim))
+    w.update(attention_weights(f"{prefix}attn.", dim, dim))
+    w.update(norm_weights(f"{prefix}norm_ff", dim))
+    w.update(swiglu_weights(f"{prefix}ff.swiglu", dim, hidden))
+    return w
+
+
+def mcab(w, prefix, q, kv, heads, pad=None):
+    x = q + attention(w, f"{prefix}attn.", layer_norm(w, f"{prefix}norm_q", q), layer_norm(w, f"{prefix}norm_kv", kv),
+                      heads, pad=pad)
+    return x + swiglu(w, f"{prefix}ff.swiglu", layer_norm(w, f"{prefix}norm_ff", x))
+
+
+def mcab_autoencoder(count_embedding, latent_norm, per_cell_genes):
+    """models/McabEncoderDecoder: gene table -> count embedding -> MCAB pooling (PAD masked) ->
+    blocks -> Linear(E, d) [-> LayerNorm w/o affine] ; Linear(d, E) -> blocks -> MCAB unpooling with
+    the table's rows of the requested genes as queries; loss = MSE of the output against a target."""
+    genes, dim, heads, cross_heads, tokens, latent_dim, hidden, mlp_hidden = 12, 16, 4, 2, 4, 6, 48, 8
+    table = rand(genes + 1, dim)
+    table[0] = 0
+    w = {"genes.weight": table}
+    if count_embedding == "concat":
+        w.update(linear_weights("encoder.count_embedding.proj", 2 * dim, dim))
+    elif count_embedding == "mlp":
+        w.update(linear_weights("encoder.count_embedding.mlp.fc1", 1, mlp_hidden))
+        w.update(linear_weights("encoder.count_embedding.mlp.fc2", mlp_hidden, dim))
+    w.update(mcab_weights("encoder.pool.", dim, hidden, pseudo_inputs=tokens))
+    w.update(transformer_block_weights("encoder.blocks.0.", dim, hidden))
+    w.update(linear_weights("encoder.out_proj", dim, latent_dim))
+    w.update(linear_weights("decoder.in_proj", latent_dim, dim))
+    w.update(transformer_block_weights("decoder.blocks.0.", dim, hidden))
+    w.update(mcab_weights("decoder.unpool.", dim, hidden))
+
+    # Two cells as data/Tokenizer packs them: expressed genes first, then PAD (id 0, count 0).
+    gene_ids = torch.tensor([[5, 1, 12, 7, 3, 9, 2], [4, 11, 6, 0, 0, 0, 0]])
+    counts = torch.tensor([[3.0, 1.0, 17.0, 2.0, 1.0, 6.0, 40.0], [8.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0]])
+    pad = gene_ids == 0
+    if per_cell_genes:
+        decode_ids = torch.tensor([[2, 9, 12, 1, 7], [6, 6, 3, 10, 0]])
+    else:
+        decode_ids = torch.tensor([7, 2, 11, 1, 5, 12, 9, 4, 3])
+
+    v = table[gene_ids]                                                    # [b, n, E]
+    x = torch.log1p(counts)[..., None]                                     # [b, n, 1]
+    if count_embedding == "concat":
+        tok = lin(w, "encoder.count_embedding.proj", torch.cat([v, x.expand_as(v)], dim=-1))
+    elif count_embedding == "log1p":
+        tok = v * x
+    else:
+        f = lin(w, "encoder.count_embedding.mlp.fc2", F.gelu(lin(w, "encoder.count_embedding.mlp.fc1", x)))
+        tok = v * f
+    q = w["encoder.pool.pseudo_inputs"].expand(2, tokens, dim)
+    h = mcab(w, "encoder.pool.", q, tok, cross_heads, pad=pad)
+    h = transformer_block(w, "encoder.blocks.0.", h, heads)
+    z = lin(w, "encoder.out_proj", h)
+    if latent_norm:
+        z = F.layer_norm(z, (latent_dim,), eps=1e-5)
+    h = lin(w, "decoder.in_proj", z)
+    h = transformer_block(w, "decoder.blocks.0.", h, heads)
+    queries = table[decode_ids]
+    if queries.dim() == 2:
+        queries = queries.expand(2, -1, -1)
+    out = mcab(w, "decoder.unpool.", queries, h, cross_heads)
+    target = rand(*out.shape)
+    loss = F.mse_loss(out, target)
+    inputs = {"gene_ids": gene_ids, "counts": counts, "decode_ids": decode_ids, "target": target}
+    return w, inputs, {"latent": z, "decoded": out, "loss": loss.reshape(1)}
+
+
 CASES = {
     "attention": case_attention,
     "causal_attention": case_causal_attention,
@@ -165,6 +259,9 @@ CASES = {
     "dit_block": case_dit_block,
     "dit_final_layer": case_dit_final_layer,
     "timestep_embedding": case_timestep_embedding,
+    "mcab_autoencoder_concat": lambda: mcab_autoencoder("concat", latent_norm=True, per_cell_genes=False),
+    "mcab_autoencoder_log1p": lambda: mcab_autoencoder("log1p", latent_norm=False, per_cell_genes=False),
+    "mcab_autoencoder_mlp": lambda: mcab_autoencoder("mlp", latent_norm=False, per_cell_genes=True),
 }
 
 
