@@ -1,4 +1,4 @@
-// Golden tests: latentcell's blocks loaded with the weights that tests/golden/make_golden.py
+// Golden tests: latentcell's blocks, output heads and bottlenecks loaded with the weights that tests/golden/make_golden.py
 // (plain PyTorch, written from the formulas) used, on its inputs, reproduce its outputs within
 // 1e-5 in float32. The MCAB encoder-decoder cases (models/McabEncoderDecoder, one per count
 // embedding) check the latent, the decoded genes and an MSE loss on them.
@@ -10,6 +10,12 @@
 #include "core/StateDict.h"
 #include "core/TimestepEmbedding.h"
 #include "models/McabEncoderDecoder.h"
+#include "heads/CeQuantHead.h"
+#include "heads/HurdleHead.h"
+#include "heads/MseHead.h"
+#include "heads/NegativeBinomialHead.h"
+#include "models/FsqBottleneck.h"
+#include "models/GaussianBottleneck.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -147,4 +153,68 @@ TEST_F(Golden, McabAutoencoderLog1pEmbedding) {
 
 TEST_F(Golden, McabAutoencoderMlpEmbeddingPerCellGenes) {
   checkMcabAutoencoder(load("mcab_autoencoder_mlp"), "mlp", false);
+}
+
+TEST_F(Golden, NegativeBinomialHead) {
+  auto c = load("nb_head");
+  latentcell::heads::NegativeBinomialOptions o;
+  o.width = 6;
+  o.n_genes = 10;
+  latentcell::heads::NegativeBinomialHead head(o);
+  loadStateDict(head, c.weights, true, "nb head golden");
+  latentcell::heads::HeadContext ctx{c.inputs["gene_ids"], c.inputs["library"], {}};
+  const auto& h = c.inputs["h"];
+  expectClose(head.logLikelihood(h, c.inputs["counts"], ctx), c.outputs["log_likelihood"]);
+  expectClose(head.loss(h, c.inputs["counts"], ctx).total, c.outputs["loss"]);
+  expectClose(head.predict(h, ctx, latentcell::heads::PredictMode::Mean), c.outputs["mean"]);
+}
+
+TEST_F(Golden, HurdleHead) {
+  auto c = load("hurdle_head");
+  latentcell::heads::HurdleHead head(6);
+  loadStateDict(head, c.weights, true, "hurdle head golden");
+  latentcell::heads::HeadContext ctx{{}, c.inputs["library"], {}};
+  expectClose(head.loss(c.inputs["h"], c.inputs["counts"], ctx).total, c.outputs["loss"]);
+  expectClose(head.predict(c.inputs["h"], ctx, latentcell::heads::PredictMode::Mean), c.outputs["mean"]);
+}
+
+TEST_F(Golden, CeQuantHead) {
+  auto c = load("ce_quant_head");
+  latentcell::heads::CeQuantOptions o;
+  o.width = 6;
+  latentcell::heads::CeQuantHead head(o);
+  loadStateDict(head, c.weights, true, "ce-quant head golden");
+  const auto& h = c.inputs["h"];
+  expectClose(head.logLikelihood(h, c.inputs["counts"], {}), c.outputs["log_likelihood"]);
+  expectClose(head.loss(h, c.inputs["counts"], {}).total, c.outputs["loss"]);
+  expectClose(head.predict(h, {}, latentcell::heads::PredictMode::Mean), c.outputs["mean"]);
+}
+
+TEST_F(Golden, MseHead) {
+  auto c = load("mse_head");
+  latentcell::heads::MseHead head(6);
+  loadStateDict(head, c.weights, true, "mse head golden");
+  latentcell::heads::HeadContext ctx{{}, c.inputs["library"], {}};
+  expectClose(head.loss(c.inputs["h"], c.inputs["counts"], ctx).total, c.outputs["loss"]);
+  expectClose(head.predict(c.inputs["h"], ctx, latentcell::heads::PredictMode::Mean), c.outputs["mean"]);
+}
+
+TEST_F(Golden, FsqBottleneck) {
+  auto c = load("fsq_bottleneck");
+  latentcell::models::FsqBottleneck fsq(latentcell::models::FsqBottleneckOptions{6, {8, 5, 4}});
+  loadStateDict(fsq, c.weights, true, "fsq golden");
+  auto out = fsq.forward(c.inputs["h"]);
+  expectClose(out.z, c.outputs["z"]);
+  EXPECT_TRUE(torch::equal(out.latent, c.outputs["codes"])) << out.latent << c.outputs["codes"];
+}
+
+TEST_F(Golden, GaussianBottleneck) {
+  auto c = load("gaussian_bottleneck");
+  latentcell::models::GaussianBottleneck g(latentcell::models::GaussianBottleneckOptions{6, 4, 0.5, false});
+  loadStateDict(g, c.weights, true, "gaussian golden");
+  g.eval();
+  auto out = g.forward(c.inputs["h"]);
+  expectClose(out.z, c.outputs["z"]);
+  expectClose(out.terms[0].second, c.outputs["kl"]);
+  expectClose(out.loss, c.outputs["loss"]);
 }

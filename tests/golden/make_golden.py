@@ -1,5 +1,5 @@
-"""Golden references for latentcell's core blocks and the small MCAB encoder-decoder of models/,
-written with plain PyTorch ops.
+"""Golden references for latentcell's core blocks, the small MCAB encoder-decoder of models/,
+output heads and bottlenecks, written with plain PyTorch ops.
 
 Each case is one safetensors file holding `weights.<name>` (named as the C++ module's
 parameters), `inputs.<name>` and `outputs.<name>`. The forward passes here are written out from
@@ -252,6 +252,105 @@ def mcab_autoencoder(count_embedding, latent_norm, per_cell_genes):
     return w, inputs, {"latent": z, "decoded": out, "loss": loss.reshape(1)}
 
 
+# ---- stage-1 output heads and bottlenecks (notes sec. 2-3), written from their formulas.
+
+def log_normalize(counts, library, target_sum=1e4):
+    return torch.log1p(counts / library[:, None] * target_sum)
+
+
+def head_inputs(genes=5, width=6):
+    h = rand(2, genes, width)
+    # Small libraries keep predicted means near 1-40, where float32 rounding stays far below 1e-5.
+    counts = torch.tensor([[0.0, 3.0, 1.0, 0.0, 6.0], [5.0, 0.0, 0.0, 2.0, 20.0]])[:, :genes]
+    library = torch.tensor([15.0, 42.0])
+    return h, counts, library
+
+
+def case_nb_head():
+    """scVI NB: mu = l * softmax(w.h + b), theta = exp(log_theta[gene]), eps = 1e-8 in the logs."""
+    w = linear_weights("scale", 6, 1)
+    w["log_theta"] = rand(10, scale=0.5)
+    h, counts, library = head_inputs()
+    gene_ids = torch.tensor([3, 1, 10, 7, 4])
+    mu = library[:, None] * torch.softmax(lin(w, "scale", h).squeeze(-1), dim=1)
+    theta = torch.exp(w["log_theta"][gene_ids - 1]).expand_as(mu)
+    eps = 1e-8
+    log_theta_mu = torch.log(theta + mu + eps)
+    ll = (theta * (torch.log(theta + eps) - log_theta_mu) + counts * (torch.log(mu + eps) - log_theta_mu)
+          + torch.lgamma(counts + theta) - torch.lgamma(theta) - torch.lgamma(counts + 1))
+    inputs = {"h": h, "counts": counts, "library": library, "gene_ids": gene_ids}
+    return w, inputs, {"log_likelihood": ll, "loss": -ll.sum(1).mean(), "mean": mu}
+
+
+def case_hurdle_head():
+    """BCE on the zero gate + squared error of the magnitude on expressed entries (log1p-normalised)."""
+    w = linear_weights("proj", 6, 2)
+    w["proj.bias"] = torch.tensor([0.1, 7.0])  # magnitudes near the targets keep the loss O(10) in float32
+    h, counts, library = head_inputs()
+    out = lin(w, "proj", h)
+    gate, magnitude = out[..., 0], out[..., 1]
+    expressed = (counts > 0).float()
+    y = log_normalize(counts, library)
+    bce = F.binary_cross_entropy_with_logits(gate, expressed, reduction="none").sum(1).mean()
+    mse = (expressed * (magnitude - y) ** 2).sum(1).mean()
+    mean = torch.sigmoid(gate) * magnitude.clamp_min(0)
+    return w, {"h": h, "counts": counts, "library": library}, {"loss": bce + mse, "mean": mean}
+
+
+def case_ce_quant_head():
+    """Cross-entropy over count bins (ExpressionVAE's 20-bin layout), expected bin mean as the mean."""
+    edges = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 17, 23, 64, 96, 128, 192, 256]
+    w = linear_weights("proj", 6, len(edges))
+    # Low counts likely, as in real data; keeps the expected count small enough for float32 at 1e-5.
+    w["proj.bias"] = torch.linspace(2.0, -4.0, len(edges))
+    w["bin_edges"] = torch.tensor(edges, dtype=torch.float32)
+    w["bin_means"] = torch.tensor(edges[:11] + [11.5, 14.3, 19.1, 32.2, 74.6, 108.7, 146.6, 214.6, 278.0])
+    h, counts, library = head_inputs()
+    counts[1, 4] = 300.0  # the unbounded bin
+    bins = torch.bucketize(counts, w["bin_edges"], right=True) - 1
+    logits = lin(w, "proj", h)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    ll = log_probs.gather(-1, bins[..., None]).squeeze(-1)
+    mean = (log_probs.exp() * w["bin_means"]).sum(-1)
+    return w, {"h": h, "counts": counts}, {"log_likelihood": ll, "loss": -ll.sum(1).mean(), "mean": mean}
+
+
+def case_mse_head():
+    w = linear_weights("proj", 6, 1)
+    w["proj.bias"] = torch.tensor([5.0])  # means near the targets keep the loss O(10) in float32
+    h, counts, library = head_inputs()
+    mu = lin(w, "proj", h).squeeze(-1)
+    loss = ((mu - log_normalize(counts, library)) ** 2).sum(1).mean()
+    return w, {"h": h, "counts": counts, "library": library}, {"loss": loss, "mean": mu}
+
+
+def case_fsq_bottleneck():
+    """FSQ (Mentzer et al.): bounded tanh, rounding, mixed-radix code indices, projections in and out."""
+    levels = [8, 5, 4]
+    w = linear_weights("project_in", 6, 3)
+    w.update(linear_weights("project_out", 3, 6))
+    h = rand(2, 4, 6, scale=2.0)
+    L = torch.tensor(levels, dtype=torch.float32)
+    half_width = torch.tensor([l // 2 for l in levels], dtype=torch.float32)
+    half = (L - 1) * (1 - 1e-3) / 2
+    offset = torch.tensor([0.5 if l % 2 == 0 else 0.0 for l in levels])
+    shift = torch.atanh(offset / half)
+    bound = torch.tanh(lin(w, "project_in", h) + shift) * half - offset
+    zq = torch.round(bound) / half_width
+    basis = torch.tensor([1, 8, 40])  # mixed radix: 1, L_0, L_0 * L_1
+    codes = ((zq * half_width + half_width).round().long() * basis).sum(-1)
+    return w, {"h": h}, {"z": lin(w, "project_out", zq), "codes": codes}
+
+
+def case_gaussian_bottleneck():
+    """Mean / log-variance projection; evaluation returns the mean; loss = beta * KL summed per cell."""
+    w = linear_weights("proj", 6, 2 * 4)
+    h = rand(2, 3, 6)
+    mu, logvar = lin(w, "proj", h).chunk(2, dim=-1)
+    kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2)).mean()
+    return w, {"h": h}, {"z": mu, "kl": kl, "loss": 0.5 * kl}
+
+
 CASES = {
     "attention": case_attention,
     "causal_attention": case_causal_attention,
@@ -262,6 +361,12 @@ CASES = {
     "mcab_autoencoder_concat": lambda: mcab_autoencoder("concat", latent_norm=True, per_cell_genes=False),
     "mcab_autoencoder_log1p": lambda: mcab_autoencoder("log1p", latent_norm=False, per_cell_genes=False),
     "mcab_autoencoder_mlp": lambda: mcab_autoencoder("mlp", latent_norm=False, per_cell_genes=True),
+    "nb_head": case_nb_head,
+    "hurdle_head": case_hurdle_head,
+    "ce_quant_head": case_ce_quant_head,
+    "mse_head": case_mse_head,
+    "fsq_bottleneck": case_fsq_bottleneck,
+    "gaussian_bottleneck": case_gaussian_bottleneck,
 }
 
 
