@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <string>
+#include <type_traits>
 
 namespace latentcell::data {
 
@@ -50,6 +52,46 @@ const Column& DataFrame::at(const std::string& name, const std::string& what) co
 
 const Column& AnnData::obsColumn(const std::string& name) const {
   return obs.at(name, source.empty() ? "obs" : "obs of " + source);
+}
+
+CsrMatrix takeRows(const CsrMatrix& m, const std::vector<int64_t>& rows) {
+  CsrMatrix out;
+  out.rows = static_cast<int64_t>(rows.size());
+  out.cols = m.cols;
+  out.indptr.reserve(rows.size() + 1);
+  out.indptr.push_back(0);
+  for (int64_t r : rows) {
+    if (r < 0 || r >= m.rows) throw std::out_of_range("row " + std::to_string(r) + " of a matrix with " + std::to_string(m.rows) + " rows");
+    out.indices.insert(out.indices.end(), m.indices.begin() + m.indptr[r], m.indices.begin() + m.indptr[r + 1]);
+    out.data.insert(out.data.end(), m.data.begin() + m.indptr[r], m.data.begin() + m.indptr[r + 1]);
+    out.indptr.push_back(static_cast<int64_t>(out.data.size()));
+  }
+  return out;
+}
+
+DataFrame takeRows(const DataFrame& frame, const std::vector<int64_t>& rows) {
+  auto gather = [&](auto& values) {
+    if (values.empty()) return;
+    std::decay_t<decltype(values)> out;
+    out.reserve(rows.size());
+    for (int64_t r : rows) out.push_back(values.at(static_cast<size_t>(r)));
+    values = std::move(out);
+  };
+  DataFrame out;
+  out.index_name = frame.index_name;
+  out.index = frame.index;
+  gather(out.index);
+  for (const auto& [name, column] : frame.columns) {
+    Column c = column;
+    gather(c.codes);
+    gather(c.strings);
+    gather(c.floats);
+    gather(c.ints);
+    gather(c.bools);
+    gather(c.missing);
+    out.columns.emplace_back(name, std::move(c));
+  }
+  return out;
 }
 
 }  // namespace latentcell::data

@@ -73,4 +73,9 @@ struct AnnData {
   const Column& obsColumn(const std::string& name) const;
 };
 
+// Rows `rows` of a matrix or frame, in that order (repeats allowed): subsets and reorderings of
+// cells keep their obs aligned with X.
+CsrMatrix takeRows(const CsrMatrix& m, const std::vector<int64_t>& rows);
+DataFrame takeRows(const DataFrame& frame, const std::vector<int64_t>& rows);
+
 }  // namespace latentcell::data
