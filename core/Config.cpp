@@ -875,6 +875,26 @@ void loadConfigFile(ConfigSection& root, const std::string& path,
   loadFromText(root, text.str(), path, parsed);
 }
 
+std::string peekConfigString(const std::string& path, const std::string& key,
+                             const std::vector<std::string>& overrides) {
+  std::string value;
+  for (const auto& o : parseOverrides(overrides)) {
+    if (o.tree[key] && o.tree[key].IsScalar()) value = o.tree[key].as<std::string>();
+  }
+  if (!value.empty()) return value;
+  YAML::Node tree;
+  try {
+    tree = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    fail("config file " + inQuotesPath(path) + " cannot be opened; check the path");
+  } catch (const YAML::Exception& e) {
+    fail("cannot parse " + inQuotesPath(path) + " as YAML: " + shown(e.msg));
+  }
+  if (!tree.IsMap() || !tree[key]) return "";
+  if (!tree[key].IsScalar()) fail("key " + inQuotes(key) + " in " + inQuotesPath(path) + " must be a string");
+  return tree[key].as<std::string>();
+}
+
 void applyOverrides(ConfigSection& root, const std::vector<std::string>& overrides) {
   std::vector<Override> parsed = parseOverrides(overrides);
   SourceMap lastSet;

@@ -87,6 +87,11 @@ void loadConfigFile(ConfigSection& root, const std::string& path,
 void loadConfigText(ConfigSection& root, const std::string& yaml, const std::string& sourceName,
                     const std::vector<std::string>& overrides = {});
 
+// The top-level string `key` of the YAML file at `path` after `overrides` (empty when absent), read
+// before the config struct is chosen: `latentcell train` picks the task's struct from `task`.
+std::string peekConfigString(const std::string& path, const std::string& key,
+                             const std::vector<std::string>& overrides = {});
+
 // Applies `key.sub=value` overrides (value: a YAML scalar or flow collection such as [1, 2] or
 // {lr: 0.1}) to a config that has no file, then validates.
 void applyOverrides(ConfigSection& root, const std::vector<std::string>& overrides);
