@@ -5,6 +5,7 @@
 #include "train/Commands.h"
 #include "train/Launcher.h"
 #include "train/SmokeTask.h"
+#include "train/Stage1Task.h"
 
 #include <cstdlib>
 #include <memory>
@@ -51,9 +52,21 @@ Command addTrainCommand(CLI::App& parent) {
     }
     auto overrides = args->overrides;
     if (!args->resume.empty()) overrides.push_back("run_dir=" + args->resume);
-    train::SmokeConfig config;
-    core::loadConfigFile(config, args->config, overrides);
-    const auto summary = train::runSmokeTask(config, !args->resume.empty());
+    // The config's `task` picks the config struct and what is trained.
+    const auto task = core::peekConfigString(args->config, "task", overrides);
+    train::TrainSummary summary;
+    if (task == "smoke" || task.empty()) {
+      train::SmokeConfig config;
+      core::loadConfigFile(config, args->config, overrides);
+      summary = train::runSmokeTask(config, !args->resume.empty());
+    } else if (task == "stage1") {
+      train::Stage1Config config;
+      core::loadConfigFile(config, args->config, overrides);
+      summary = train::runStage1Task(config, !args->resume.empty());
+    } else {
+      throw core::ConfigError("task \"" + task + "\" in " + args->config +
+                              " is not one of smoke, stage1; set task to what should be trained");
+    }
     core::logInfo("loss {:.5f} -> {:.5f}; {} steps; checkpoint {}", summary.first_loss, summary.last_loss,
                   summary.steps, summary.last_checkpoint);
     return 0;

@@ -1,0 +1,352 @@
+// Stage-1 training and loading (see Stage1Task.h).
+#include "train/Stage1Task.h"
+
+#include "core/Device.h"
+#include "core/Logging.h"
+#include "core/Random.h"
+#include "core/Safetensors.h"
+#include "core/StateDict.h"
+#include "data/DistributedSampler.h"
+#include "data/H5ad.h"
+#include "data/Preprocess.h"
+#include "train/Checkpoint.h"
+#include "train/Communicator.h"
+
+#include <torch/csrc/distributed/c10d/Store.hpp>  // complete type for makeCommunicator's store
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <stdexcept>
+
+namespace fs = std::filesystem;
+
+namespace latentcell::train {
+
+void Stage1DataConfig::visit(core::ConfigVisitor& v) {
+  v.field("path", path, "h5ad file with raw counts");
+  v.field("matrix", matrix, "the counts: X, layers/NAME or raw/X");
+  v.field("exclude_column", exclude_column, "obs column whose values in exclude_values drop a cell (e.g. perturbation)");
+  v.field("exclude_values", exclude_values, "values of exclude_column whose cells are dropped (e.g. [unassigned])");
+  v.field("genes", genes, "gene vocabulary in model order; empty = every var name of the file");
+  v.field("context_length", context_length, "gene tokens per cell; 0 = the most expressed genes of any cell");
+  v.choice("truncation", truncation, {"error", "random", "topk"}, "cells with more expressed genes than the context");
+  v.field("batch_size", batch_size, "cells per batch (per rank)");
+  v.field("val_fraction", val_fraction, "random fraction of cells held out for validation");
+  v.field("split_seed", split_seed, "seed of the random split");
+  v.field("eval_cells", eval_cells, "held-out cells scored at each validation (the first ones)");
+}
+
+void Stage1DataConfig::validate() const {
+  if (path.empty()) reject("path", "is required: the h5ad file to train on");
+  if (context_length < 0) reject("context_length", "must be 0 (automatic) or positive");
+  if (batch_size <= 0) reject("batch_size", "must be positive");
+  if (val_fraction < 0 || val_fraction >= 1) reject("val_fraction", "must be in [0, 1)");
+  if (eval_cells <= 0) reject("eval_cells", "must be positive");
+  if (!exclude_values.empty() && exclude_column.empty()) reject("exclude_column", "is required with exclude_values");
+}
+
+void Stage1Config::visit(core::ConfigVisitor& v) {
+  v.choice("task", task, {"stage1"}, "what to train");
+  v.field("seed", seed, "random seed (weights and batches)");
+  v.field("device", device, "auto, cpu, cuda or cuda:N");
+  v.field("run_dir", run_dir, "run directory: resolved config, vocabulary, split, checkpoints, metrics");
+  v.section("data", data, "training cells");
+  v.section("model", model, "encoder/decoder family");
+  v.section("bottleneck", bottleneck, "between encoder and decoder");
+  v.section("head", head, "output distribution over counts");
+  v.section("trainer", trainer, "training engine");
+}
+
+Stage1Data loadStage1Data(const Stage1DataConfig& c, const std::vector<std::string>& vocabulary, bool need_counts) {
+  data::H5adReadOptions options;
+  options.matrix = c.matrix;
+  options.obsm = false;
+  auto adata = data::readH5ad(c.path, options);
+  if (need_counts) data::requireCounts(adata, c.path);
+
+  Stage1Data out;
+  if (!c.exclude_column.empty()) {
+    const auto& column = adata.obsColumn(c.exclude_column);
+    const std::set<std::string> drop(c.exclude_values.begin(), c.exclude_values.end());
+    for (int64_t i = 0; i < adata.n_obs(); ++i)
+      if (!drop.count(column.text(i))) out.rows.push_back(i);
+  } else {
+    out.rows.resize(static_cast<size_t>(adata.n_obs()));
+    for (int64_t i = 0; i < adata.n_obs(); ++i) out.rows[static_cast<size_t>(i)] = i;
+  }
+  if (out.rows.empty()) {
+    throw std::invalid_argument(c.path + ": no cells left after dropping " + c.exclude_column + " in the excluded values");
+  }
+
+  const auto library = data::librarySizes(adata.X);
+  const auto genes = vocabulary.empty() ? adata.var.index : vocabulary;
+  const auto mapping = data::mapGenes(adata.var.index, genes);
+  auto selected = data::selectGenes(adata.X, mapping);
+
+  out.cells.X = data::takeRows(selected, out.rows);
+  out.cells.obs = data::takeRows(adata.obs, out.rows);
+  out.cells.source = c.path;
+  for (int64_t r : out.rows) out.library.push_back(static_cast<float>(library[static_cast<size_t>(r)]));
+  out.cells.var.index = genes;
+  return out;
+}
+
+models::CellBatch makeCellBatch(const Stage1Data& d, const std::vector<int64_t>& rows,
+                                const data::TokenizerOptions& tokens, const c10::Device& device) {
+  auto t = data::tokenize(d.cells.X, tokens, rows);
+  std::vector<float> library;
+  library.reserve(rows.size());
+  for (int64_t r : rows) library.push_back(d.library[static_cast<size_t>(r)]);
+  models::CellBatch b;
+  b.gene_ids = t.gene_ids.to(device);                                      // [batch, context]
+  b.counts = t.counts.to(device);                                          // [batch, context]
+  b.padding_mask = t.padding_mask.to(device);                              // [batch, context]
+  b.dense_counts = data::denseRows(d.cells.X, rows).to(device);            // [batch, genes]
+  b.library = torch::tensor(library).to(device);                           // [batch]
+  return b;
+}
+
+namespace {
+
+int64_t maxExpressed(const data::CsrMatrix& x) {
+  int64_t most = 0;
+  for (int64_t r = 0; r < x.rows; ++r) most = std::max(most, x.indptr[r + 1] - x.indptr[r]);
+  return std::max<int64_t>(most, 1);
+}
+
+data::TokenizerOptions tokenizerOptions(const Stage1DataConfig& c, uint64_t seed) {
+  data::TokenizerOptions t;
+  t.context_length = c.context_length;
+  t.truncation = data::parseTruncation(c.truncation);
+  t.seed = seed;
+  return t;
+}
+
+void writeGenes(const std::vector<std::string>& genes, const std::string& run_dir) {
+  const auto path = fs::path(run_dir) / "genes.txt";
+  std::ofstream out(path.string() + ".tmp", std::ios::trunc);
+  for (const auto& g : genes) out << g << '\n';
+  out.close();
+  if (!out) throw std::runtime_error("cannot write " + path.string());
+  fs::rename(path.string() + ".tmp", path);
+}
+
+std::vector<std::string> readGenes(const std::string& run_dir) {
+  const auto path = fs::path(run_dir) / "genes.txt";
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument(path.string() + " is missing: " + run_dir + " is not a stage-1 run directory");
+  std::vector<std::string> genes;
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) genes.push_back(line);
+  if (genes.empty()) throw std::invalid_argument(path.string() + " lists no genes");
+  return genes;
+}
+
+class Stage1Trainable : public Trainable {
+ public:
+  Stage1Trainable(const Stage1Config& c, Stage1Data data, std::vector<int64_t> train, std::vector<int64_t> val,
+                  std::shared_ptr<models::Autoencoder> model, const c10::Device& device, int64_t rank, int64_t world)
+      : config_(c), data_(std::move(data)), train_(std::move(train)), model_(std::move(model)), device_(device) {
+    val_.assign(val.begin(), val.begin() + std::min<int64_t>(static_cast<int64_t>(val.size()), c.data.eval_cells));
+    data::SamplerOptions s;
+    s.size = static_cast<int64_t>(train_.size());
+    s.world_size = world;
+    s.rank = rank;
+    s.batch_size = c.data.batch_size;
+    s.seed = static_cast<uint64_t>(c.seed);
+    sampler_ = std::make_unique<data::DistributedSampler>(s);
+    order_ = sampler_->indices(epoch_, batch_);
+  }
+
+  torch::nn::Module& module() override { return *model_; }
+  int64_t batchSize() const override { return config_.data.batch_size; }
+  DataState dataState() const override { return {{"epoch", epoch_}, {"batch", batch_}}; }
+  void restoreDataState(const DataState& state) override {
+    epoch_ = state.at("epoch");
+    batch_ = state.at("batch");
+    order_ = sampler_->indices(epoch_, batch_);
+    cursor_ = 0;
+  }
+
+  LossTerms trainLoss() override {
+    if (cursor_ >= static_cast<int64_t>(order_.size())) {
+      ++epoch_;
+      batch_ = 0;
+      order_ = sampler_->indices(epoch_, 0);
+      cursor_ = 0;
+    }
+    const int64_t n = std::min<int64_t>(config_.data.batch_size, static_cast<int64_t>(order_.size()) - cursor_);
+    std::vector<int64_t> rows;
+    for (int64_t i = 0; i < n; ++i) rows.push_back(train_[static_cast<size_t>(order_[static_cast<size_t>(cursor_ + i)])]);
+    cursor_ += n;
+    ++batch_;
+    // Random truncation draws new subsets each epoch.
+    const auto tokens = tokenizerOptions(config_.data, static_cast<uint64_t>(config_.seed) * 7919ULL + epoch_);
+    return toTerms(model_->loss(makeCellBatch(data_, rows, tokens, device_)));
+  }
+
+  LossTerms evalLoss() override {
+    if (val_.empty()) return {};
+    const auto tokens = tokenizerOptions(config_.data, static_cast<uint64_t>(config_.seed));
+    std::vector<std::pair<std::string, double>> sums;
+    int64_t cells = 0;
+    for (size_t start = 0; start < val_.size(); start += static_cast<size_t>(config_.data.batch_size)) {
+      const auto end = std::min(val_.size(), start + static_cast<size_t>(config_.data.batch_size));
+      std::vector<int64_t> rows(val_.begin() + static_cast<long>(start), val_.begin() + static_cast<long>(end));
+      auto terms = model_->loss(makeCellBatch(data_, rows, tokens, device_)).terms;
+      if (sums.empty())
+        for (const auto& [name, value] : terms) sums.emplace_back(name, 0.0);
+      for (size_t k = 0; k < terms.size(); ++k) sums[k].second += terms[k].second.item<double>() * static_cast<double>(rows.size());
+      cells += static_cast<int64_t>(rows.size());
+    }
+    LossTerms out;
+    for (const auto& [name, sum] : sums) out.terms.emplace_back(name, torch::tensor(sum / static_cast<double>(cells)));
+    return out;
+  }
+
+ private:
+  static LossTerms toTerms(models::AutoencoderLoss loss) {
+    LossTerms t;
+    t.terms = std::move(loss.terms);
+    return t;
+  }
+
+  const Stage1Config& config_;
+  Stage1Data data_;
+  std::vector<int64_t> train_, val_;
+  std::shared_ptr<models::Autoencoder> model_;
+  c10::Device device_;
+  std::unique_ptr<data::DistributedSampler> sampler_;
+  std::vector<int64_t> order_;
+  int64_t epoch_ = 0, batch_ = 0, cursor_ = 0;
+};
+
+}  // namespace
+
+TrainSummary runStage1Task(Stage1Config c, bool resume) {
+  const auto env = readDistributedEnv();
+  auto device = core::resolveDevice(c.device);
+  if (device.is_cuda() && env.world_size > 1) device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  std::unique_ptr<Communicator> comm;
+  if (env.world_size > 1) {
+    if (env.rank != 0) core::setupLogging("warn");
+    CommunicatorOptions options;
+    options.backend = c.trainer.distributed.backend;
+    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(c.trainer.distributed.timeout_s * 1000));
+    comm = makeCommunicator(env, options);
+  }
+  core::seedEverything(static_cast<uint64_t>(c.seed));
+  if (!resume && CheckpointManager(c.run_dir, 1).latest()) {
+    throw std::invalid_argument("run directory " + c.run_dir + " already holds checkpoints; continue it with --resume " +
+                                c.run_dir + " or set run_dir to a new directory");
+  }
+  fs::create_directories(c.run_dir);
+
+  // The model's head decides whether the data must be counts; build it first on the data's width.
+  auto genes = resume ? readGenes(c.run_dir) : c.data.genes;
+  bool need_counts = heads::HeadConfig(c.head).kind != "mse" && c.model.family != "pca";
+  auto data = loadStage1Data(c.data, genes, need_counts);
+  genes = data.cells.var.index;
+  if (c.data.context_length == 0) c.data.context_length = maxExpressed(data.cells.X);
+
+  const auto split = resume ? data::loadSplit(c.run_dir, data.cells.n_obs())
+                            : data::randomSplit(data.cells.n_obs(), c.data.val_fraction, 0.0,
+                                                static_cast<uint64_t>(c.data.split_seed));
+  auto train_rows = split.indices(data::SplitPart::Train);
+  auto val_rows = split.indices(data::SplitPart::Val);
+  if (env.rank == 0 && !resume) {
+    writeGenes(genes, c.run_dir);
+    data::saveSplit(split, c.run_dir);
+  }
+
+  auto model = std::make_shared<models::Autoencoder>(static_cast<int64_t>(genes.size()), c.model, c.bottleneck, c.head);
+  if (!resume) {
+    const auto train_counts = data::takeRows(data.cells.X, train_rows);
+    model->fitToData(train_counts);
+  }
+
+  const TrainerConfig& trainer_config = c.trainer;
+  Stage1Trainable trainable(c, std::move(data), std::move(train_rows), std::move(val_rows), model, device, env.rank,
+                            env.world_size);
+  Trainer trainer(trainer_config, trainable, device, c.run_dir, core::dumpConfig(c), comm.get());
+  if (env.rank == 0) core::addLogFile((fs::path(c.run_dir) / "log.txt").string());
+  if (resume && !trainer.resume()) {
+    throw std::invalid_argument("cannot resume: " + c.run_dir + " has no checkpoint; drop --resume to start a new run");
+  }
+  int64_t params = 0;
+  for (const auto& p : model->parameters()) params += p.numel();
+  core::logInfo("stage 1 ({} + {} + {}) on {}: {} genes, context {}, {} parameters, steps {} -> {}, run directory {}",
+                c.model.family, c.model.family == "pca" ? "-" : c.bottleneck.kind,
+                c.model.family == "pca" ? "-" : c.head.kind, device.str(), genes.size(), c.data.context_length, params,
+                trainer.step(), model->trainable() ? trainer_config.max_steps : 0, c.run_dir);
+  TrainSummary summary;
+  if (model->trainable()) {
+    summary = trainer.fit();
+  } else if (env.rank == 0) {
+    summary.last_checkpoint = trainer.saveCheckpoint();  // PCA: fitted above, saved like a trained model
+  }
+  if (comm) comm->barrier();
+  return summary;
+}
+
+Stage1Run loadStage1Run(const std::string& run_dir, const c10::Device& device) {
+  Stage1Run run;
+  const auto config_path = (fs::path(run_dir) / "config.yaml").string();
+  if (!fs::exists(config_path)) {
+    throw std::invalid_argument(run_dir + " has no config.yaml: pass the directory of a `latentcell train` run");
+  }
+  if (core::peekConfigString(config_path, "task") != "stage1") {
+    throw std::invalid_argument(run_dir + " is not a stage-1 run (its config.yaml says task: " +
+                                core::peekConfigString(config_path, "task") + "); pass an autoencoder run");
+  }
+  core::loadConfigFile(run.config, config_path);
+  run.genes = readGenes(run_dir);
+  const auto latest = CheckpointManager(run_dir, 1).latest();
+  if (!latest) throw std::invalid_argument(run_dir + " has no checkpoint yet; train it first");
+  run.checkpoint = *latest;
+  run.model = std::make_shared<models::Autoencoder>(static_cast<int64_t>(run.genes.size()), run.config.model,
+                                                    run.config.bottleneck, run.config.head);
+  const auto ema_path = fs::path(run.checkpoint) / "ema.safetensors";
+  const auto weights_path = fs::exists(ema_path) ? ema_path : fs::path(run.checkpoint) / "model.safetensors";
+  core::loadStateDict(*run.model, core::loadSafetensors(weights_path.string()).tensors, true, weights_path.string());
+  run.model->to(device);
+  run.model->eval();
+  run.tokens = tokenizerOptions(run.config.data, static_cast<uint64_t>(run.config.seed));
+  return run;
+}
+
+Stage1Data loadRunData(const Stage1Run& run, const std::string& data_path, const std::string& matrix) {
+  Stage1DataConfig c = run.config.data;
+  c.path = data_path;
+  if (!matrix.empty()) c.matrix = matrix;
+  return loadStage1Data(c, run.genes, run.model->needsIntegerCounts());
+}
+
+std::vector<int64_t> runCells(const std::string& run_dir, const std::string& which, int64_t cells) {
+  if (which == "all") {
+    std::vector<int64_t> rows(static_cast<size_t>(cells));
+    for (int64_t i = 0; i < cells; ++i) rows[static_cast<size_t>(i)] = i;
+    return rows;
+  }
+  const auto split = data::loadSplit(run_dir, cells);
+  if (which == "train") return split.indices(data::SplitPart::Train);
+  if (which == "val") return split.indices(data::SplitPart::Val);
+  throw std::invalid_argument("--cells " + which + " is not one of all, train, val");
+}
+
+void forEachBatch(const Stage1Run& run, const Stage1Data& data, const std::vector<int64_t>& rows, int64_t batch_size,
+                  const c10::Device& device,
+                  const std::function<void(const std::vector<int64_t>&, const models::CellBatch&)>& fn) {
+  torch::NoGradGuard no_grad;
+  for (size_t start = 0; start < rows.size(); start += static_cast<size_t>(batch_size)) {
+    const auto end = std::min(rows.size(), start + static_cast<size_t>(batch_size));
+    std::vector<int64_t> chunk(rows.begin() + static_cast<long>(start), rows.begin() + static_cast<long>(end));
+    fn(chunk, makeCellBatch(data, chunk, run.tokens, device));
+  }
+}
+
+}  // namespace latentcell::train
