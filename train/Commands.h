@@ -24,5 +24,7 @@ Command addTrainCommand(CLI::App& parent);
 Command addDataCommand(CLI::App& parent);
 Command addSimulateCommand(CLI::App& parent);
 Command addEvaluateCommand(CLI::App& parent);
+Command addEncodeCommand(CLI::App& parent);
+Command addReconstructCommand(CLI::App& parent);
 
 }  // namespace latentcell::cli

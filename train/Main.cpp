@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
   using namespace latentcell::cli;
   const std::vector<Command> commands = {addInfoCommand(app),     addTrainCommand(app),
                                          addSimulateCommand(app), addDataCommand(app),
-                                         addEvaluateCommand(app)};
+                                         addEvaluateCommand(app), addEncodeCommand(app),
+                                         addReconstructCommand(app)};
 
   try {
     app.parse(argc, argv);
