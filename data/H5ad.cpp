@@ -1460,7 +1460,7 @@ void requireCounts(const AnnData& adata, const std::string& source) {
   auto label = [](const std::vector<std::string>& names, int64_t i) {
     return i < static_cast<int64_t>(names.size()) ? "'" + names[i] + "' " : std::string();
   };
-  throw std::runtime_error(fmt::format(
+  throw std::invalid_argument(fmt::format(
       "{}: X does not hold raw counts: cell {}(row {}), gene {}(column {}) is {}; count likelihoods need non-negative "
       "whole numbers: use the raw counts (e.g. matrix layers/counts or raw/X)",
       source, label(adata.obs.index, bad->row), bad->row, label(adata.var.index, bad->col), bad->col, bad->value));

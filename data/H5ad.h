@@ -87,8 +87,9 @@ struct BadValue {
 // `whole` is set) fractional. nullopt when all are counts.
 std::optional<BadValue> firstNonCount(const CsrMatrix& m, bool whole = true);
 
-// Throws a runtime_error unless X holds counts, naming `source` (the file), the first offending
-// cell and gene by name and value, and the fix (pass raw counts, e.g. layers/counts or raw/X).
+// Throws std::invalid_argument (an input error, exit 2 in the CLI) unless X holds counts, naming
+// `source` (the file), the first offending cell and gene by name and value, and the fix (pass raw
+// counts, e.g. layers/counts or raw/X).
 void requireCounts(const AnnData& adata, const std::string& source);
 
 }  // namespace latentcell::data
