@@ -2,6 +2,7 @@
 #include "models/Autoencoder.h"
 
 #include "data/Preprocess.h"
+#include "heads/NegativeBinomialHead.h"
 #include "models/McabEncoderDecoder.h"
 #include "models/MlpEncoderDecoder.h"
 
@@ -92,6 +93,13 @@ at::Tensor Autoencoder::predict(const at::Tensor& latent, const at::Tensor& libr
 
 heads::ValueSpace Autoencoder::valueSpace() const {
   return head_ ? head_->valueSpace() : heads::ValueSpace::LogNormalized;
+}
+
+std::vector<float> Autoencoder::geneDispersion() const {
+  const auto* nb = dynamic_cast<const heads::NegativeBinomialHead*>(head_.get());
+  if (nb == nullptr || nb->options().dispersion != heads::Dispersion::Gene) return {};
+  auto theta = nb->log_theta.detach().exp().to(torch::kFloat).cpu().contiguous();  // [genes]
+  return {theta.data_ptr<float>(), theta.data_ptr<float>() + theta.numel()};
 }
 
 bool Autoencoder::needsIntegerCounts() const { return head_ && head_->needsIntegerCounts(); }

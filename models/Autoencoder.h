@@ -54,6 +54,9 @@ class Autoencoder : public torch::nn::Module {
                      std::optional<at::Generator> generator = std::nullopt);
   // The space of predict()'s values: counts for count heads, log1p-normalised otherwise.
   heads::ValueSpace valueSpace() const;
+  // The NB head's gene-wise inverse dispersion theta_g for every gene, when the head is NB with
+  // gene-specific dispersion (reconstruction metrics read it as var['nb_theta']); empty otherwise.
+  std::vector<float> geneDispersion() const;
   // True when the head models raw integer counts (the data must hold counts).
   bool needsIntegerCounts() const;
   // Fits data-dependent state before training (PCA; ce-quant bins; modeled library prior).

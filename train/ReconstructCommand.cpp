@@ -1,11 +1,13 @@
-// `latentcell reconstruct --run RUN_DIR --data FILE.h5ad --out recon.h5ad [--predict sample|mean]`:
+// `latentcell reconstruct --run RUN_DIR --data FILE.h5ad --out recon.h5ad [--predict sample|mean]
+// [--real-out real.h5ad]`:
 // every cell encoded and decoded by a trained autoencoder, written as an h5ad with the input's
 // obs and the model's genes, so reconstruction metrics (`latentcell evaluate --profile
 // reconstruction`) can pair it with the real cells row by row.
 //
 // X holds the head's predictions in the head's space: counts for count heads (NB, ce-quant),
 // log1p(x / l * 1e4) for the MSE and hurdle heads and for PCA; uns["latentcell_value_space"] says
-// which. Encoding uses the latent's deterministic form (Gaussian means), so only `--predict sample`
+// which (and uns["reconstruction_space"], with var["nb_theta"] for an NB head with gene
+// dispersion, as `latentcell evaluate --profile reconstruction` reads them). Encoding uses the latent's deterministic form (Gaussian means), so only `--predict sample`
 // draws, from a generator seeded by --seed.
 #include "core/Device.h"
 #include "core/Logging.h"
@@ -24,7 +26,7 @@ namespace latentcell::cli {
 
 Command addReconstructCommand(CLI::App& parent) {
   struct Args {
-    std::string run, data, out, matrix, cells = "all", device = "auto", predict = "mean";
+    std::string run, data, out, real_out, matrix, cells = "all", device = "auto", predict = "mean";
     int64_t batch_size = 256;
     int64_t seed = 0;
   };
@@ -34,6 +36,9 @@ Command addReconstructCommand(CLI::App& parent) {
   cmd.app->add_option("--run", args->run, "stage-1 run directory")->required();
   cmd.app->add_option("--data", args->data, "h5ad file with the cells to reconstruct")->required();
   cmd.app->add_option("--out", args->out, "output .h5ad file")->required();
+  cmd.app->add_option("--real-out", args->real_out,
+                      "also write the same real cells on the model's genes (the pairing file for "
+                      "`evaluate --profile reconstruction`)");
   cmd.app->add_option("--predict", args->predict, "sample from the head, or its mean")
       ->check(CLI::IsMember({"sample", "mean"}));
   cmd.app->add_option("--matrix", args->matrix, "counts matrix: X, layers/NAME or raw/X (default: the run's)");
@@ -77,9 +82,24 @@ Command addReconstructCommand(CLI::App& parent) {
     out.obs = data::takeRows(data.cells.obs, rows);
     const bool counts = run.model->valueSpace() == heads::ValueSpace::Counts;
     out.uns_strings["latentcell_value_space"] = counts ? "counts" : "log1p_normalized";
+    // The contract of `latentcell evaluate --profile reconstruction` (eval/ReconstructionSuite.h).
+    out.uns_strings["reconstruction_space"] = counts ? "counts" : "log1p";
+    if (const auto theta = run.model->geneDispersion(); !theta.empty()) {
+      data::Column column;
+      column.kind = data::Column::Kind::Float;
+      column.floats.assign(theta.begin(), theta.end());
+      out.var.columns.emplace_back("nb_theta", std::move(column));
+    }
     out.uns_strings["latentcell_run"] = args->run;
     out.uns_strings["latentcell_predict"] = args->predict;
     data::writeH5ad(out, args->out);
+    if (!args->real_out.empty()) {
+      data::AnnData real;
+      real.X = data::takeRows(data.cells.X, rows);
+      real.obs = out.obs;
+      real.var.index = run.genes;
+      data::writeH5ad(real, args->real_out);
+    }
     core::logInfo("reconstructed {} cells x {} genes ({} {}) -> {}", out.X.rows, out.X.cols,
                   out.uns_strings["latentcell_value_space"], args->predict, args->out);
     return 0;
