@@ -91,29 +91,34 @@ at::Tensor MdlmPrior::sample(const SampleRequest& request, int64_t n, const Samp
   auto times = at::linspace(1.0, config_.eps, options.steps + 1, at::TensorOptions().dtype(at::kDouble));
   const bool reuse = !config_.time_conditioning;
 
+  // Predictions are cached per sample: a sample's logits are recomputed only after a step changed
+  // it (or every step with time conditioning), and only while it still has masked positions.
+  auto cached = at::zeros({n, length, spec_.codebook}, at::TensorOptions().dtype(at::kFloat).device(device()));
+  auto stale = at::ones({n}, at::TensorOptions().dtype(at::kBool).device(device()));  // [n]
+  auto refresh = [&](const at::Tensor& masked, double t) {
+    auto rows = stale.logical_and(masked.any(1)).nonzero().squeeze(1);  // samples to recompute
+    if (rows.numel() == 0) return;
+    auto fresh = logits(x.index_select(0, rows), time(t).index_select(0, rows), ids.index_select(0, rows));
+    cached.index_copy_(0, rows, fresh.to(at::kFloat));
+    stale.index_fill_(0, rows, false);
+    ++last_evaluations_;
+  };
   last_evaluations_ = 0;
-  at::Tensor cached;  // the logits for the current x, while valid
   for (int64_t i = 0; i < options.steps; ++i) {
     auto masked = x.eq(maskId());  // [n, L]
     if (!masked.any().item<bool>()) break;
     const double t = times[i].item<double>(), s = times[i + 1].item<double>();
-    if (!cached.defined() || !reuse) {
-      cached = logits(x, time(t), ids);  // [n, L, K]
-      ++last_evaluations_;
-    }
+    if (!reuse) stale.fill_(true);
+    refresh(masked, t);
     auto drawn = sampleCategorical(cached, options.temperature, options.top_k, gen);     // [n, L]
     auto unmask = masked.logical_and(uniform({n, length}, device(), gen).lt((t - s) / t));
-    if (unmask.any().item<bool>()) {
-      x = at::where(unmask, drawn, x);
-      cached = at::Tensor();
-    }
+    x = at::where(unmask, drawn, x);
+    stale = stale.logical_or(unmask.any(1));
   }
   auto masked = x.eq(maskId());
   if (masked.any().item<bool>()) {
-    if (!cached.defined() || !reuse) {
-      cached = logits(x, time(config_.eps), ids);
-      ++last_evaluations_;
-    }
+    if (!reuse) stale.fill_(true);
+    refresh(masked, config_.eps);
     x = at::where(masked, cached.argmax(-1), x);
   }
   return x;

@@ -14,9 +14,11 @@
 //
 // Sampler: times 1 = t_0 > t_1 > ... > t_S = eps; at step t -> s each still-masked position is
 // unmasked with probability (t - s) / t, its token drawn from p(x0 | z_t) (temperature, top-k);
-// when a step changes nothing, the next step reuses the previous prediction (valid because the
-// network does not see t unless time_conditioning is on, in which case it always re-runs).
-// A final argmax pass fills any position still masked.
+// while a step leaves a sample unchanged, the next step reuses that sample's prediction (valid
+// because the network does not see t unless time_conditioning is on, in which case it always
+// re-runs). The cache is per sample, so a step runs the network only on the samples that changed
+// and still have masks: with L tokens a sample needs at most L + 1 forward passes whatever the
+// number of steps. A final argmax pass fills any position still masked.
 #pragma once
 
 #include "priors/DitBackbone.h"

@@ -91,8 +91,8 @@ class Prior : public torch::nn::Module {
   // The sampler settings of the prior's config, for callers to override.
   virtual SamplerOptions defaultSamplerOptions() const = 0;
 
-  // Network evaluations made by the last sample() call (a forward of the whole batch counts once,
-  // a guided forward of several copies counts once).
+  // Network evaluations made by the last sample() call: forward passes, each over the whole batch,
+  // the guided copies of it, or (masked diffusion) the samples that need a new prediction.
   int64_t lastEvaluations() const { return last_evaluations_; }
 
   c10::Device device() const;

@@ -17,6 +17,7 @@
 #include "priors/MdlmPrior.h"
 #include "priors/OdeSolver.h"
 #include "priors/PriorFactory.h"
+#include "priors/Sampling.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -342,6 +343,41 @@ TEST(MdlmPrior, SamplerLeavesNoMaskAndReusesPredictionsWhileNothingChanges) {
   EXPECT_TRUE(codes.lt(K).all().item<bool>());
   EXPECT_LE(prior.lastEvaluations(), L + 1);
   EXPECT_GE(prior.lastEvaluations(), 2);
+}
+
+// The per-sample prediction cache changes nothing: a plain loop that re-runs the network on the
+// whole batch every step, drawing the same random numbers in the same order, gives the same codes.
+TEST(MdlmPrior, CachedPredictionsGiveTheSamplesOfRecomputingEveryStep) {
+  const int64_t L = 6, K = 9, n = 8, steps = 10;
+  MdlmPrior prior(smallConfig("mdlm"), L, K, twoColumns());
+  randomize(prior, 46);
+  prior.eval();
+  prior.to(torch::kDouble);
+  torch::NoGradGuard ng;
+  auto ids = randomIds(n, 47);
+  SamplerOptions o = prior.defaultSamplerOptions();
+  o.steps = steps;
+  auto g1 = latentcell::core::makeGenerator(48);
+  auto cached = prior.sample(SampleRequest{ids, {}}, n, o, g1);
+
+  auto g2 = latentcell::core::makeGenerator(48);
+  auto x = torch::full({n, L}, K, torch::kLong);
+  auto times = torch::linspace(1.0, prior.eps(), steps + 1, torch::kDouble);
+  int64_t forwards = 0;
+  for (int64_t i = 0; i < steps; ++i) {
+    auto masked = x.eq(K);
+    if (!masked.any().item<bool>()) break;
+    const double t = times[i].item<double>(), s = times[i + 1].item<double>();
+    auto logits = prior.logits(x, torch::full({n}, t, torch::kDouble), ids);
+    ++forwards;
+    auto drawn = sampleCategorical(logits, 1.0, 0, g2);
+    auto unmask = masked.logical_and(uniform({n, L}, torch::kCPU, g2).lt((t - s) / t));
+    x = torch::where(unmask, drawn, x);
+  }
+  auto masked = x.eq(K);
+  if (masked.any().item<bool>()) x = torch::where(masked, prior.logits(x, torch::full({n}, 1e-3, torch::kDouble), ids).argmax(-1), x);
+  EXPECT_TRUE(torch::equal(cached, x)) << cached << x;
+  EXPECT_LE(prior.lastEvaluations(), forwards + 1);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -687,11 +723,20 @@ PriorBatch batchFor(const Prior& prior, int64_t b, at::Generator& gen) {
 }  // namespace
 
 TEST(Priors, GradientsReachEveryParameter) {
-  for (std::string kind : {"ar", "mdlm", "flow", "jit"}) {
+  for (std::string variant : {"ar", "mdlm", "mdlm+time", "flow", "flow+external", "jit", "jit+adaln"}) {
+    const std::string kind = variant.substr(0, variant.find('+'));
     PriorConfig c = smallConfig(kind);
     c.conditioning.dropout = 0.5;  // the null rows take part too
+    c.conditioning.dropout_mode = "additive";
+    c.mdlm.time_conditioning = variant == "mdlm+time";
     c.jit.set_summary = true;
-    auto prior = makePrior(c, latentKindOf(kind) == LatentKind::Codes ? codesContext() : continuousContext());
+    if (variant == "jit+adaln") c.jit.condition = "adaln";
+    auto context = latentKindOf(kind) == LatentKind::Codes ? codesContext() : continuousContext();
+    if (variant == "flow+external") {  // perturbation from projected vectors, one label without a vector
+      context.columns[1].external = torch::randn({4, 5});
+      context.columns[1].missing = {1, 0, 0, 0};
+    }
+    auto prior = makePrior(c, context);
     randomize(*prior, 40);
     auto gen = latentcell::core::makeGenerator(41);
     auto losses = prior->loss(batchFor(*prior, 16, gen), gen);
@@ -699,9 +744,9 @@ TEST(Priors, GradientsReachEveryParameter) {
     EXPECT_EQ(losses[0].first, "loss");
     losses[0].second.backward();
     for (const auto& p : prior->named_parameters()) {
-      ASSERT_TRUE(p.value().grad().defined()) << kind << ": no gradient for " << p.key();
-      EXPECT_TRUE(torch::isfinite(p.value().grad()).all().item<bool>()) << kind << ": " << p.key();
-      EXPECT_GT(p.value().grad().abs().sum().item<double>(), 0.0) << kind << ": zero gradient for " << p.key();
+      ASSERT_TRUE(p.value().grad().defined()) << variant << ": no gradient for " << p.key();
+      EXPECT_TRUE(torch::isfinite(p.value().grad()).all().item<bool>()) << variant << ": " << p.key();
+      EXPECT_GT(p.value().grad().abs().sum().item<double>(), 0.0) << variant << ": zero gradient for " << p.key();
     }
   }
 }
