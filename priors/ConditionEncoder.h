@@ -18,14 +18,14 @@
 // CFGen).
 #pragma once
 
+#include "core/TimestepEmbedding.h"
+
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
-
-#include "core/TimestepEmbedding.h"
 
 #include <cstdint>
 #include <optional>
