@@ -112,6 +112,7 @@ at::Tensor NegativeBinomialHead::predict(const at::Tensor& decoder_out, const He
 }
 
 void NegativeBinomialHead::fitToData(const data::CsrMatrix& counts) {
+  checkIntegerCounts(counts, "nb head training counts", "nb");
   if (options_.library != LibraryMode::Modeled) return;
   const auto sizes = data::librarySizes(counts);
   library_model->fitPrior(at::tensor(sizes, at::kDouble));

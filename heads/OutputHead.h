@@ -86,8 +86,10 @@ class OutputHead : public torch::nn::Module {
   virtual bool needsIntegerCounts() const = 0;
 
   // Fits the state a head takes from the training counts before training (ce-quant bins, the
-  // modeled library-size prior); a no-op for heads without such state. It is saved with the model
-  // as buffers, so a resumed or loaded model must not call it again.
+  // modeled library-size prior) and, for heads that model integer counts, rejects data that are
+  // not raw counts. The state is saved with the model as buffers, so a resumed or loaded model must
+  // not call it again; code that feeds new data to a loaded model checks it with
+  // checkIntegerCounts when needsIntegerCounts().
   virtual void fitToData(const data::CsrMatrix& counts) {}
 
   void setMmd(MmdOptions options);

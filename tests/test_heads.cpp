@@ -220,6 +220,8 @@ TEST(NegativeBinomial, ModeledLibraryFitsPriorAndAddsKl) {
 
   // Prior: mean and variance of log library over the cells with counts (the empty cell is left out).
   auto train = test::csrFromDense({{1, 3, 0}, {0, 0, 0}, {10, 0, 6}, {2, 2, 0}});
+  EXPECT_NE(test::errorOf([&] { head->fitToData(test::csrFromDense({{1.5f, 0, 0}})); }).find("raw UMI counts"),
+            std::string::npos);
   head->fitToData(train);
   const double l1 = std::log(4.0), l2 = std::log(16.0), l3 = std::log(4.0);
   const double m = (l1 + l2 + l3) / 3, v = ((l1 - m) * (l1 - m) + (l2 - m) * (l2 - m) + (l3 - m) * (l3 - m)) / 3;
