@@ -116,7 +116,7 @@ at::Tensor CeQuantHead::binOf(const at::Tensor& counts) {
 
 at::Tensor CeQuantHead::logits(const at::Tensor& decoder_out) {
   checkShapes(decoder_out, at::Tensor());
-  return proj(decoder_out);  // [batch, genes, bins]
+  return atLeastFloat32(proj(decoder_out));  // [batch, genes, bins]
 }
 
 at::Tensor CeQuantHead::logLikelihood(const at::Tensor& decoder_out, const at::Tensor& counts,

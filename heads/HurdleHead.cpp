@@ -19,7 +19,7 @@ HurdleHead::HurdleHead(int64_t width, double target_sum) : OutputHead(target_sum
 
 HurdleHead::Params HurdleHead::distribution(const at::Tensor& decoder_out) {
   checkShapes(decoder_out, at::Tensor());
-  auto out = proj(decoder_out);                      // [batch, genes, 2]
+  auto out = atLeastFloat32(proj(decoder_out));      // [batch, genes, 2]
   return {out.select(-1, 0), out.select(-1, 1)};
 }
 

@@ -45,6 +45,7 @@ LibraryModel::Draw LibraryModel::forward(const at::Tensor& cell_features, bool s
         "modeled library size: HeadContext.cell_features must be [batch, {}], got {}", posterior->weight.size(1),
         cell_features.defined() ? fmt::format("[{}]", fmt::join(cell_features.sizes(), ", ")) : std::string("nothing")));
   auto stats = posterior(cell_features);                      // [batch, 2]
+  if (at::isReducedFloatingType(stats.scalar_type())) stats = stats.to(at::kFloat);  // autocast: keep the KL in fp32
   auto prior_mean = prior[0].to(stats.scalar_type());
   auto prior_var = prior[1].to(stats.scalar_type());
   auto mean = prior_mean + stats.select(1, 0);                // [batch]

@@ -19,7 +19,7 @@ MseHead::MseHead(int64_t width, double target_sum) : OutputHead(target_sum) {
 
 at::Tensor MseHead::mean(const at::Tensor& decoder_out) {
   checkShapes(decoder_out, at::Tensor());
-  return proj(decoder_out).squeeze(-1);  // [batch, genes]
+  return atLeastFloat32(proj(decoder_out).squeeze(-1));  // [batch, genes]
 }
 
 HeadLoss MseHead::headLoss(const at::Tensor& decoder_out, const at::Tensor& counts, const HeadContext& context) {

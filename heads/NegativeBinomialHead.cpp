@@ -48,7 +48,7 @@ NegativeBinomialParams NegativeBinomialHead::distribution(const at::Tensor& deco
   checkShapes(decoder_out, at::Tensor());
   const int64_t batch = decoder_out.size(0), genes = decoder_out.size(1);
   NegativeBinomialParams p;
-  auto logits = scale(decoder_out).squeeze(-1);  // [batch, genes]
+  auto logits = atLeastFloat32(scale(decoder_out).squeeze(-1));  // [batch, genes]
   switch (options_.library) {
     case LibraryMode::None:
       p.mu = at::exp(logits);
@@ -78,9 +78,9 @@ NegativeBinomialParams NegativeBinomialHead::distribution(const at::Tensor& deco
       throw std::invalid_argument(fmt::format("nb head: gene ids must lie in 1..{} (the model's genes), got {}..{}",
                                               options_.n_genes, lo, hi));
     auto theta = at::exp(log_theta.index_select(0, ids.reshape(-1) - 1)).view(ids.sizes());  // [genes] or [batch, genes]
-    p.theta = theta.expand({batch, genes});
+    p.theta = atLeastFloat32(theta).expand({batch, genes});
   } else {
-    p.theta = at::exp(dispersion(decoder_out).squeeze(-1));  // [batch, genes]
+    p.theta = at::exp(atLeastFloat32(dispersion(decoder_out).squeeze(-1)));  // [batch, genes]
   }
   return p;
 }
@@ -112,6 +112,7 @@ at::Tensor NegativeBinomialHead::predict(const at::Tensor& decoder_out, const He
 }
 
 void NegativeBinomialHead::fitToData(const data::CsrMatrix& counts) {
+  checkIntegerCounts(counts, "nb head training counts", "nb");
   if (options_.library != LibraryMode::Modeled) return;
   const auto sizes = data::librarySizes(counts);
   library_model->fitPrior(at::tensor(sizes, at::kDouble));

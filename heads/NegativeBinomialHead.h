@@ -61,7 +61,8 @@ class NegativeBinomialHead : public OutputHead {
   ValueSpace valueSpace() const override { return ValueSpace::Counts; }
   const char* kind() const override { return "nb"; }
   bool needsIntegerCounts() const override { return true; }
-  // Fits the modeled library size's prior on the training cells' library sizes (else a no-op).
+  // Checks that the training counts are raw counts (std::invalid_argument naming the first value
+  // that is not) and fits the modeled library size's prior on their library sizes.
   void fitToData(const data::CsrMatrix& counts) override;
 
   const NegativeBinomialOptions& options() const { return options_; }

@@ -51,6 +51,10 @@ void OutputHead::checkShapes(const at::Tensor& decoder_out, const at::Tensor& co
                                             kind(), fmt::join(counts.sizes(), ", "), fmt::join(decoder_out.sizes(), ", ")));
 }
 
+at::Tensor OutputHead::atLeastFloat32(const at::Tensor& t) {
+  return at::isReducedFloatingType(t.scalar_type()) ? t.to(at::kFloat) : t;
+}
+
 const at::Tensor& OutputHead::requireLibrary(const HeadContext& context, const char* why) const {
   if (!context.library.defined())
     throw std::invalid_argument(fmt::format("{} head: {} needs the observed library size per cell (HeadContext.library)",

@@ -13,7 +13,9 @@
 //   a bottleneck's KL weight means the same thing whichever head is used;
 // - predict() says in which space its values are (counts or log1p-normalised), and `mean` is a
 //   differentiable function of H, which is what the optional MMD term (SCALE eq. 13) compares with
-//   the real cells of the batch, for any head.
+//   the real cells of the batch, for any head;
+// - distribution math runs in at least float32: under autocast the projections come out in bf16,
+//   which is too coarse for a softmax over thousands of genes or for lgamma.
 #pragma once
 
 #include "data/AnnData.h"
@@ -84,8 +86,10 @@ class OutputHead : public torch::nn::Module {
   virtual bool needsIntegerCounts() const = 0;
 
   // Fits the state a head takes from the training counts before training (ce-quant bins, the
-  // modeled library-size prior); a no-op for heads without such state. It is saved with the model
-  // as buffers, so a resumed or loaded model must not call it again.
+  // modeled library-size prior) and, for heads that model integer counts, rejects data that are
+  // not raw counts. The state is saved with the model as buffers, so a resumed or loaded model must
+  // not call it again; code that feeds new data to a loaded model checks it with
+  // checkIntegerCounts when needsIntegerCounts().
   virtual void fitToData(const data::CsrMatrix& counts) {}
 
   void setMmd(MmdOptions options);
@@ -100,6 +104,8 @@ class OutputHead : public torch::nn::Module {
 
   // Checks decoder_out [batch, genes, width] against counts [batch, genes] (when defined).
   void checkShapes(const at::Tensor& decoder_out, const at::Tensor& counts) const;
+  // A projection's output in float32 when it is in a reduced precision (bf16/fp16), else unchanged.
+  static at::Tensor atLeastFloat32(const at::Tensor& t);
   // context.library, or a std::invalid_argument saying that `why` needs it.
   const at::Tensor& requireLibrary(const HeadContext& context, const char* why) const;
 

@@ -25,6 +25,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
 using namespace latentcell::core;
 using latentcell::test::TempDir;
 
@@ -37,14 +42,29 @@ struct GoldenCase {
 
 class Golden : public ::testing::Test {
  protected:
+  // make_golden.py costs a Python and torch start-up (seconds) and ctest runs every test case in a
+  // process of its own, so its outputs are kept under the temp dir, keyed by the script's text and
+  // the interpreter: made once per change of either, shared by all cases and concurrent runs. A
+  // generation goes to a fresh directory renamed into place, so a half-written set is never used.
   static void SetUpTestSuite() {
-    if (latentcell::test::pythonPath().empty()) return;
-    dir_ = new TempDir();
-    status_ = latentcell::test::runPython("tests/golden/make_golden.py", "'" + dir_->path().string() + "'");
-  }
-  static void TearDownTestSuite() {
-    delete dir_;
-    dir_ = nullptr;
+    namespace fs = std::filesystem;
+    const std::string python = latentcell::test::pythonPath();
+    if (python.empty()) return;
+    std::ifstream script(latentcell::test::sourcePath("tests/golden/make_golden.py"), std::ios::binary);
+    std::stringstream text;
+    text << script.rdbuf() << python;
+    dir_ = fs::temp_directory_path() / fmt::format("latentcell-golden-{:016x}", std::hash<std::string>{}(text.str()));
+    if (fs::exists(dir_ / "complete")) {
+      status_ = 0;
+      return;
+    }
+    TempDir fresh;
+    status_ = latentcell::test::runPython("tests/golden/make_golden.py", "'" + fresh.path().string() + "'");
+    if (status_ != 0) return;
+    std::ofstream(fresh.file("complete")) << "ok\n";
+    std::error_code ec;
+    fs::rename(fresh.path(), dir_, ec);  // fails harmlessly when a concurrent run got there first
+    if (!fs::exists(dir_ / "complete")) status_ = -1;
   }
   void SetUp() override {
     LATENTCELL_REQUIRE_PYTHON();
@@ -52,7 +72,7 @@ class Golden : public ::testing::Test {
   }
 
   static GoldenCase load(const std::string& name) {
-    auto file = loadSafetensors(dir_->file(name + ".safetensors"));
+    auto file = loadSafetensors((dir_ / (name + ".safetensors")).string());
     GoldenCase c;
     for (const auto& [key, t] : file.tensors) {
       if (key.rfind("weights.", 0) == 0) c.weights.emplace_back(key.substr(8), t);
@@ -103,11 +123,11 @@ class Golden : public ::testing::Test {
     EXPECT_LE(std::abs(g - w), 1e-5 * std::max(1.0, std::abs(w))) << "got " << g << ", want " << w;
   }
 
-  static TempDir* dir_;
+  static std::filesystem::path dir_;
   static int status_;
 };
 
-TempDir* Golden::dir_ = nullptr;
+std::filesystem::path Golden::dir_;
 int Golden::status_ = -1;
 
 }  // namespace

@@ -3,6 +3,7 @@
 // arithmetic, ce-quant bins on the real screen against ExpressionVAE's layout, gradients against
 // finite differences, the MMD term, the library-size model, and the head config with its errors.
 #include "TestUtil.h"
+#include "core/Autocast.h"
 #include "core/Config.h"
 #include "core/Random.h"
 #include "core/Safetensors.h"
@@ -219,6 +220,8 @@ TEST(NegativeBinomial, ModeledLibraryFitsPriorAndAddsKl) {
 
   // Prior: mean and variance of log library over the cells with counts (the empty cell is left out).
   auto train = test::csrFromDense({{1, 3, 0}, {0, 0, 0}, {10, 0, 6}, {2, 2, 0}});
+  EXPECT_NE(test::errorOf([&] { head->fitToData(test::csrFromDense({{1.5f, 0, 0}})); }).find("raw UMI counts"),
+            std::string::npos);
   head->fitToData(train);
   const double l1 = std::log(4.0), l2 = std::log(16.0), l3 = std::log(4.0);
   const double m = (l1 + l2 + l3) / 3, v = ((l1 - m) * (l1 - m) + (l2 - m) * (l2 - m) + (l3 - m) * (l3 - m)) / 3;
@@ -532,6 +535,28 @@ TEST(Mmd, TermJoinsAnyHeadsLoss) {
     auto hg = h.clone().requires_grad_(true);
     head->loss(hg, counts, ctx).terms.back().second.backward();
     EXPECT_GT(hg.grad().abs().sum().item<double>(), 0.0);
+  }
+}
+
+// ---------------------------------------------------------------- all heads
+
+TEST(Heads, DistributionMathRunsInFloat32UnderAutocast) {
+  torch::manual_seed(11);
+  auto h = torch::randn({4, 6, 8});
+  auto counts = torch::randint(0, 15, {4, 6}).to(torch::kFloat);
+  HeadContext ctx{torch::arange(1, 7, torch::kLong), counts.sum(1) + 5.0f, torch::randn({4, 3})};
+  auto train = test::csrFromDense({{0, 1, 3, 9, 20, 70}, {2, 0, 0, 5, 130, 300}});
+  for (const std::string yaml : {"head: {kind: nb}", "head: {kind: nb, dispersion: cell, library: modeled}",
+                                 "head: {kind: hurdle}", "head: {kind: ce_quant}", "head: {kind: mse}"}) {
+    SCOPED_TRACE(yaml);
+    auto head = makeHead(headConfig(yaml), HeadDims{8, 6, 3});
+    head->fitToData(train);
+    head->eval();
+    const double full = head->loss(h, counts, ctx).total.item<double>();
+    core::AutocastGuard autocast(torch::kCPU, true, torch::kBFloat16);
+    auto mixed = head->loss(h, counts, ctx).total;
+    EXPECT_EQ(mixed.scalar_type(), torch::kFloat);
+    EXPECT_NEAR(mixed.item<double>(), full, 0.02 * std::abs(full) + 0.05);  // bf16 projections only
   }
 }
 
