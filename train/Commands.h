@@ -24,5 +24,6 @@ Command addTrainCommand(CLI::App& parent);
 Command addDataCommand(CLI::App& parent);
 Command addSimulateCommand(CLI::App& parent);
 Command addEvaluateCommand(CLI::App& parent);
+Command addBaselineCommand(CLI::App& parent);
 
 }  // namespace latentcell::cli

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   using namespace latentcell::cli;
   const std::vector<Command> commands = {addInfoCommand(app),     addTrainCommand(app),
                                          addSimulateCommand(app), addDataCommand(app),
-                                         addEvaluateCommand(app)};
+                                         addEvaluateCommand(app), addBaselineCommand(app)};
 
   try {
     app.parse(argc, argv);
