@@ -4,6 +4,7 @@
 #include "eval/CellEvalSuite.h"
 
 #include "data/Preprocess.h"
+#include "eval/Correlation.h"
 #include "eval/DistributionMetrics.h"
 
 #include <ATen/ATen.h>
@@ -46,34 +47,6 @@ std::string fixed2(double v) {
   return buf;
 }
 
-// cell_eval.utils.guess_is_lognorm(validate=True): values with a fractional part above 1e-3 mean
-// log1p data, which must lie in [0, 15); otherwise the matrix is taken for counts. Integer-looking
-// negative values pass cell-eval's check but would become NaN after log1p, so they are refused too.
-bool looksLogNormalised(const CellEvalData& d, const std::string& which) {
-  const std::string where = which + " data (" + d.source + "): ";
-  const auto& v = d.x.data;
-  // numpy compares the float32 fractions with float32(1e-3) (NEP 50).
-  const bool decimals = std::any_of(v.begin(), v.end(), [](float x) { return x - std::trunc(x) > 1e-3f; });
-  const bool implicitZeros = d.x.nnz() < d.x.rows * d.x.cols;
-  double lo = implicitZeros ? 0.0 : std::numeric_limits<double>::infinity();
-  double hi = implicitZeros ? 0.0 : -std::numeric_limits<double>::infinity();
-  for (float x : v) lo = std::min(lo, double(x)), hi = std::max(hi, double(x));
-  if (!decimals) {
-    if (lo < 0)
-      throw std::invalid_argument(where + "integer-looking X has negative values (min " + fixed2(lo) +
-                                  "); pass raw counts >= 0 or log1p-normalised data");
-    return false;
-  }
-  if (lo < 0)
-    throw std::invalid_argument(where + "Invalid scale: min value " + fixed2(lo) +
-                                " is negative. Both Natural or Log1p normalized data must have all values >= 0.");
-  if (hi >= 15.0)
-    throw std::invalid_argument(where + "Invalid scale: max value " + fixed2(hi) +
-                                " exceeds log1p threshold of 15.0; pass raw counts or log1p-normalised data, "
-                                "not a mix of scales");
-  return true;
-}
-
 // cell-eval's PerturbationAnndataPair.__post_init__ checks, in its order.
 void checkPair(const CellEvalData& real, const CellEvalData& pred, const std::string& control) {
   if (real.genes.size() != pred.genes.size())
@@ -92,41 +65,6 @@ void checkPair(const CellEvalData& real, const CellEvalData& pred, const std::st
   if (!std::binary_search(perts.begin(), perts.end(), control))
     throw std::invalid_argument("Control perturbation (" + control + ") not found in real AnnData: " +
                                 listText(perts) + "; pass the control's label with --control-pert");
-}
-
-// Pearson's r as scipy.stats.pearsonr and polars' corr: NaN for fewer than 2 points or a constant side.
-double pearson(const std::vector<double>& a, const std::vector<double>& b) {
-  const size_t n = a.size();
-  if (n < 2) return kNaN;
-  const double ma = std::accumulate(a.begin(), a.end(), 0.0) / n;
-  const double mb = std::accumulate(b.begin(), b.end(), 0.0) / n;
-  double sab = 0, saa = 0, sbb = 0;
-  for (size_t i = 0; i < n; ++i) {
-    sab += (a[i] - ma) * (b[i] - mb);
-    saa += (a[i] - ma) * (a[i] - ma);
-    sbb += (b[i] - mb) * (b[i] - mb);
-  }
-  if (saa == 0 || sbb == 0) return kNaN;
-  return std::clamp(sab / std::sqrt(saa * sbb), -1.0, 1.0);
-}
-
-// Ranks with ties averaged (polars' spearman ranks this way).
-std::vector<double> averageRanks(const std::vector<double>& v) {
-  std::vector<size_t> order(v.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t i, size_t j) { return v[i] < v[j]; });
-  std::vector<double> rank(v.size());
-  for (size_t i = 0; i < order.size();) {
-    size_t j = i;
-    while (j + 1 < order.size() && v[order[j + 1]] == v[order[i]]) ++j;
-    for (size_t k = i; k <= j; ++k) rank[order[k]] = 0.5 * double(i + j) + 1.0;
-    i = j + 1;
-  }
-  return rank;
-}
-
-double spearman(const std::vector<double>& a, const std::vector<double>& b) {
-  return a.size() < 2 ? kNaN : pearson(averageRanks(a), averageRanks(b));
 }
 
 // sklearn's average_precision_score and roc_curve + auc: thresholds at the distinct scores, descending.
@@ -351,6 +289,11 @@ std::map<std::string, Column> bulkMetrics(const Side& real, const Side& pred, co
 
 // edistance: Pearson over perturbations of the energy distances (V-statistic, euclidean) of each
 // perturbation's cells to its file's control cells; one value for all perturbations.
+// Where one side's distances are equal up to rounding (|max - min| <= 1e-9 max|d|), the correlation
+// is undefined and NaN is returned. This happens when every perturbation gets the same predicted
+// cells (a cell-mean baseline): cell-eval then correlates rounding noise, chiefly from sklearn's
+// |x|^2 + |y|^2 - 2 x.y distances between identical cells (not exactly 0), and reports an arbitrary
+// number that no other implementation or BLAS reproduces.
 double pearsonEdistance(const Side& real, const Side& pred, const std::vector<int64_t>& perts, int64_t control) {
   auto distances = [&](const Side& s) {
     const at::Tensor ctrl = s.cells.index_select(0, (s.groups == control).nonzero().squeeze(1));  // [n_c, genes]
@@ -359,7 +302,12 @@ double pearsonEdistance(const Side& real, const Side& pred, const std::vector<in
       d.push_back(energyDistance(s.cells.index_select(0, (s.groups == p).nonzero().squeeze(1)), ctrl));
     return d;
   };
-  return pearson(distances(real), distances(pred));
+  auto nearlyConstant = [](const std::vector<double>& d) {
+    const auto [lo, hi] = std::minmax_element(d.begin(), d.end());
+    return *hi - *lo <= 1e-9 * std::max(std::abs(*lo), std::abs(*hi));
+  };
+  const std::vector<double> r = distances(real), p = distances(pred);
+  return nearlyConstant(r) || nearlyConstant(p) ? kNaN : pearson(r, p);
 }
 
 // The columns of results.csv per profile: cell-eval computes the profile's DE metrics first, then its
@@ -417,6 +365,43 @@ std::ofstream openCsv(const std::string& path) {
 }
 
 }  // namespace
+
+// cell_eval.utils.guess_is_lognorm(validate=True): values with a fractional part above 1e-3 mean
+// log1p data, which must lie in [0, 15); otherwise the matrix is taken for counts. Integer-looking
+// negative values pass cell-eval's check but would become NaN after log1p, so they are refused too.
+bool looksLogNormalised(const data::CsrMatrix& x, const std::string& which, const std::string& source) {
+  const std::string where = which + " data (" + source + "): ";
+  const auto& v = x.data;
+  // numpy compares the float32 fractions with float32(1e-3) (NEP 50).
+  const bool decimals =
+      std::any_of(v.begin(), v.end(), [](float value) { return value - std::trunc(value) > 1e-3f; });
+  const bool implicitZeros = x.nnz() < x.rows * x.cols;
+  double lo = implicitZeros ? 0.0 : std::numeric_limits<double>::infinity();
+  double hi = implicitZeros ? 0.0 : -std::numeric_limits<double>::infinity();
+  for (float value : v) lo = std::min(lo, double(value)), hi = std::max(hi, double(value));
+  if (!decimals) {
+    if (lo < 0)
+      throw std::invalid_argument(where + "integer-looking X has negative values (min " + fixed2(lo) +
+                                  "); pass raw counts >= 0 or log1p-normalised data");
+    return false;
+  }
+  if (lo < 0)
+    throw std::invalid_argument(where + "Invalid scale: min value " + fixed2(lo) +
+                                " is negative. Both Natural or Log1p normalized data must have all values >= 0.");
+  if (hi >= 15.0)
+    throw std::invalid_argument(where + "Invalid scale: max value " + fixed2(hi) +
+                                " exceeds log1p threshold of 15.0; pass raw counts or log1p-normalised data, "
+                                "not a mix of scales");
+  return true;
+}
+
+std::string csvNumber(double v) { return formatFloat(v); }
+
+bool toCellEvalLogSpace(data::CsrMatrix& x, const std::string& which, const std::string& source) {
+  if (looksLogNormalised(x, which, source)) return false;
+  x = data::log1p(data::normalizeTotal(x));  // sc.pp.normalize_total to the median, then log1p
+  return true;
+}
 
 CellEvalData cellEvalData(const data::AnnData& adata, const std::string& pertCol) {
   const data::Column& col = adata.obsColumn(pertCol);
@@ -476,9 +461,7 @@ CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const Cell
   // _build_anndata_pair: real is checked and normalised before pred is looked at.
   for (auto [d, which, normalised] : {std::tuple{&real, "real", &report.realNormalised},
                                       std::tuple{&pred, "pred", &report.predNormalised}}) {
-    if (looksLogNormalised(*d, which)) continue;
-    d->x = data::log1p(data::normalizeTotal(d->x));  // sc.pp.normalize_total to the median, then log1p
-    *normalised = true;
+    *normalised = toCellEvalLogSpace(d->x, which, d->source);
   }
   checkPair(real, pred, options.controlPert);
 

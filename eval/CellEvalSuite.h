@@ -38,6 +38,17 @@ std::vector<std::pair<std::string, CellEvalData>> splitByCelltype(const data::An
                                                                   const std::string& pertCol,
                                                                   const std::string& celltypeCol);
 
+// cell_eval.utils.guess_is_lognorm(validate=True): true for log1p data (a fractional part above 1e-3
+// somewhere; then every value must lie in [0, 15)), false for counts (integer-looking, >= 0). Values
+// fitting neither are an invalid_argument naming `which` and `source`.
+bool looksLogNormalised(const data::CsrMatrix& x, const std::string& which, const std::string& source);
+
+// cell-eval's _convert_to_normlog on one matrix, with its checks (guess_is_lognorm): integer-looking
+// values are counts, normalize_total'd to the median library size and log1p'd in place (returns
+// true); fractional values must already be log1p data in [0, 15) and are left alone (returns false).
+// Errors are invalid_argument naming `which` ("real", "pred", ...) and `source` (the file).
+bool toCellEvalLogSpace(data::CsrMatrix& x, const std::string& which, const std::string& source);
+
 // cell-eval's profiles (KNOWN_PROFILES); "pds" skips DE.
 enum class CellEvalProfile { Full, Minimal, Vcc, De, Anndata, Pds };
 CellEvalProfile parseCellEvalProfile(const std::string& name);
@@ -81,6 +92,9 @@ MetricTable describeMetrics(const MetricTable& results);
 
 // CSV writers with polars' text for floats (shortest round-trip, integral values as "1.0", NaN,
 // inf, null as an empty field).
+// A float as polars writes it in CSV: shortest round-trip text, integral values as "1.0", "NaN", "inf".
+std::string csvNumber(double v);
+
 void writeMetricCsv(const MetricTable& table, const std::string& path);
 void writeDeCsv(const DeTable& table, const std::string& path);
 

@@ -122,22 +122,34 @@ at::Tensor Pca::transform(const at::Tensor& x) const {
   return (d - mean.to(d.device())).matmul(components.to(d.device()).t());  // [cells, k]
 }
 
-Pca fitPca(const at::Tensor& real, int64_t k) {
+Pca fitPca(const at::Tensor& real, int64_t k, PcaSolver solver) {
   at::Tensor x = asCells(real, "fitPca", "real", 2);
   const int64_t rank = std::min(x.size(0), x.size(1));
   if (k < 1 || k > rank)
     throw std::invalid_argument("fitPca: k = " + std::to_string(k) + " must be in [1, " +
                                 std::to_string(rank) + "] for " + std::to_string(x.size(0)) +
                                 " x " + std::to_string(x.size(1)) + " data");
+  if (solver == PcaSolver::Auto)
+    solver = x.size(0) >= 2 * x.size(1) && x.size(1) >= 256 ? PcaSolver::CovarianceEigh : PcaSolver::Svd;
   Pca pca;
   pca.mean = x.mean(0);  // [d]
-  auto [u, s, vh] = at::linalg_svd(x - pca.mean, /*full_matrices=*/false);
-  at::Tensor v = vh.slice(0, 0, k);  // [k, d]
+  const at::Tensor centred = x - pca.mean;  // [n, d]
+  at::Tensor v, variance;  // [k, d], [k]
+  if (solver == PcaSolver::Svd) {
+    auto [u, s, vh] = at::linalg_svd(centred, /*full_matrices=*/false);
+    v = vh.slice(0, 0, k);
+    variance = s.slice(0, 0, k).square() / double(x.size(0) - 1);
+  } else {
+    const at::Tensor gram = centred.t().matmul(centred);                     // [d, d]
+    auto [values, vectors] = at::linalg_eigh((gram + gram.t()) * 0.5);        // ascending
+    v = vectors.flip(1).slice(1, 0, k).t();                                  // [k, d]
+    variance = values.flip(0).slice(0, 0, k).clamp_min(0.0) / double(x.size(0) - 1);
+  }
   // svd_flip(u_based_decision=False): make each row's largest-magnitude entry positive. A zero
   // row keeps sign +1 (sklearn would zero it; that only happens for rank-deficient data).
   at::Tensor pivot = v.gather(1, v.abs().argmax(1, /*keepdim=*/true));  // [k, 1]
   pca.components = at::where(pivot < 0, -v, v);                         // [k, d]
-  pca.explainedVariance = s.slice(0, 0, k).square() / double(x.size(0) - 1);  // [k]
+  pca.explainedVariance = variance;  // [k]
   return pca;
 }
 

@@ -59,8 +59,11 @@ bool same(const std::optional<double>& a, const std::optional<double>& b, double
   return std::abs(*a - *b) <= tol;
 }
 
-// Compares our results/agg CSVs with cell-eval's in `ref`; prints the agreement.
-void compareWithCellEval(const std::string& ours, const std::string& ref, const std::string& label) {
+// Compares our results/agg CSVs with cell-eval's in `ref`; prints the agreement. With
+// `undefinedEdistance`, pearson_edistance must be NaN here (a side of the correlation is constant up to
+// rounding, see CellEvalSuite.cpp) and cell-eval's rounding-noise value is not compared.
+void compareWithCellEval(const std::string& ours, const std::string& ref, const std::string& label,
+                         bool undefinedEdistance = false) {
   const Csv a = readCsv(ours + "/results.csv"), b = readCsv(ref + "/results.csv");
   ASSERT_EQ(a.header, b.header) << "results.csv columns differ";
   ASSERT_EQ(a.rows.size(), b.rows.size());
@@ -74,6 +77,10 @@ void compareWithCellEval(const std::string& ours, const std::string& ref, const 
       const std::string& metric = b.header[c + 1];
       if (metric.rfind("de_nsig_counts", 0) == 0) {
         EXPECT_TRUE(same(ra[c], rb[c], 0.0)) << metric << " " << pert;
+        continue;
+      }
+      if (undefinedEdistance && metric == "pearson_edistance") {
+        EXPECT_TRUE(ra[c] && std::isnan(*ra[c])) << "pearson_edistance should be NaN for " << pert;
         continue;
       }
       ++cells;
@@ -94,6 +101,7 @@ void compareWithCellEval(const std::string& ours, const std::string& ref, const 
   ASSERT_EQ(aggA.header, aggB.header);
   int means = 0, meansAgree = 0;
   for (size_t c = 0; c < aggB.rows.at("mean").size(); ++c) {
+    if (undefinedEdistance && aggB.header[c + 1] == "pearson_edistance") continue;
     ++means;
     const bool ok = same(aggA.rows.at("mean")[c], aggB.rows.at("mean")[c], 1e-4);
     meansAgree += ok;
@@ -217,13 +225,38 @@ TEST_F(CellEvalTest, CommandLine) {
   EXPECT_TRUE(std::filesystem::exists(dir_->file("cli/summary.json")));
   for (const auto& [pred, control] : std::vector<std::pair<std::string, std::string>>{
            {"bad_var.h5ad", "non-targeting"}, {"bad_perts.h5ad", "non-targeting"},
-           {"pred.h5ad", "no-such-control"}, {"bad_negative.h5ad", "non-targeting"}}) {
-    EXPECT_NE(run(pred, control, "cli_err"), 0) << pred;
+           {"pred.h5ad", "no-such-control"}, {"bad_negative.h5ad", "non-targeting"},
+           {"bad_scale.h5ad", "non-targeting"}}) {
+    const int status = run(pred, control, "cli_err");
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << pred << ": input errors exit with 2";
     std::ifstream err(dir_->file("stderr"));
     std::string first, second;
     std::getline(err, first);
     EXPECT_EQ(first.rfind("error: ", 0), 0u) << first;
     EXPECT_FALSE(std::getline(err, second)) << "more than one line: " << second;
+  }
+}
+
+// Acceptance 1 with predictions from a baseline: `latentcell baseline` writes them from train.h5ad for
+// the cells of real.h5ad, cell-eval accepts the file, and both evaluators agree on it. cell-mean makes
+// every perturbation's prediction identical (ties everywhere in the discrimination ranks and DE, and
+// an undefined pearson_edistance); perturb-mean gives each perturbation its own shift.
+TEST_F(CellEvalTest, MatchesCellEvalCliOnBaselines) {
+  for (const std::string kind : {"cell-mean", "perturb-mean"}) {
+    SCOPED_TRACE(kind);
+    const std::string pred = dir_->file(kind + ".h5ad");
+    const auto made = test::runBinary("baseline --kind " + kind + " --train '" + dir_->file("train.h5ad") +
+                                      "' --like '" + dir_->file("real.h5ad") + "' --out '" + pred +
+                                      "' --pert-col target --control-pert non-targeting");
+    ASSERT_EQ(made.status, 0) << made.out;
+    ASSERT_EQ(test::runPython(kScript, "run '" + dir_->file("real.h5ad") + "' '" + pred + "' '" +
+                                           dir_->file(kind + "_ref") + "'"),
+              0)
+        << "cell-eval rejected the " << kind << " baseline";
+    const auto report = evaluateFiles(dir_->file("real.h5ad"), pred, "target", "non-targeting", dir_->file(kind));
+    EXPECT_TRUE(report.realNormalised);
+    EXPECT_FALSE(report.predNormalised);  // baselines are written in log1p space
+    compareWithCellEval(dir_->file(kind), dir_->file(kind + "_ref"), kind, kind == "cell-mean");
   }
 }
 

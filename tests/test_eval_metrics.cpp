@@ -1,18 +1,25 @@
-// Tests for eval/DistributionMetrics: hand-computable cases in pure C++ (transport between point
-// masses, identities of MMD/FD/energy, PCA on a line), and agreement with independent references
-// computed in the same run by tests/python/eval_reference.py (POT ot.emd2, CFGen's MMD formula in
-// numpy, scipy sqrtm for FD, cell-eval's edistance, numpy SVD with sklearn's sign flip).
+// Tests for eval/DistributionMetrics and eval/DistributionSuite: hand-computable cases in pure C++
+// (transport between point masses, identities of MMD/FD/energy, PCA on a line), agreement with
+// independent references computed in the same run by tests/python/eval_reference.py (POT ot.emd2,
+// CFGen's MMD formula in numpy, scipy sqrtm for FD, cell-eval's edistance, numpy SVD with sklearn's
+// sign flip), and the whole scLDM/CFGen protocol (distribution.csv) against scanpy + sklearn + POT +
+// scipy in tests/python/eval_protocols_reference.py.
 #include "eval/DistributionMetrics.h"
+#include "eval/DistributionSuite.h"
 
 #include "TestUtil.h"
 #include "core/Safetensors.h"
+#include "data/H5ad.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -175,19 +182,160 @@ TEST(MetricsReference, MatchPotScipyAndNumpy) {
   }
   std::printf("  worst relative error over the metric cases: %.2e\n", worst);
 
-  Pca pca = fitPca(ref.at("pca.real"), ref.at("pca.k").item<int64_t>());
-  const std::pair<std::string, at::Tensor> pcaGot[] = {
-      {"pca.mean", pca.mean},
-      {"pca.components", pca.components},
-      {"pca.explained_variance", pca.explainedVariance},
-      {"pca.proj_real", pca.transform(ref.at("pca.real"))},
-      {"pca.proj_gen", pca.transform(ref.at("pca.gen"))},
-  };
-  for (const auto& [name, g] : pcaGot) {
-    const double err = tensorRelError(g, ref.at(name));
-    std::printf("  %-24s max error / max |want| %.2e\n", name.c_str(), err);
-    EXPECT_LT(err, 1e-10) << name;
+  for (const PcaSolver solver : {PcaSolver::Svd, PcaSolver::CovarianceEigh}) {
+    SCOPED_TRACE(solver == PcaSolver::Svd ? "svd" : "covariance eigh");
+    Pca pca = fitPca(ref.at("pca.real"), ref.at("pca.k").item<int64_t>(), solver);
+    const std::pair<std::string, at::Tensor> pcaGot[] = {
+        {"pca.mean", pca.mean},
+        {"pca.components", pca.components},
+        {"pca.explained_variance", pca.explainedVariance},
+        {"pca.proj_real", pca.transform(ref.at("pca.real"))},
+        {"pca.proj_gen", pca.transform(ref.at("pca.gen"))},
+    };
+    for (const auto& [name, g] : pcaGot) {
+      const double err = tensorRelError(g, ref.at(name));
+      std::printf("  %-24s max error / max |want| %.2e\n", name.c_str(), err);
+      EXPECT_LT(err, 1e-10) << name;
+    }
   }
+}
+
+TEST(Pca, SolversAgreeOnTallData) {
+  // 600 x 300 with a decaying spectrum: Auto picks the covariance path; both give one answer.
+  torch::manual_seed(5);
+  at::Tensor scales = torch::exp(torch::linspace(0.0, -6.0, 300, torch::kDouble));
+  at::Tensor x = torch::randn({600, 300}, torch::kDouble) * scales + 2.0;
+  const Pca svd = fitPca(x, 30, PcaSolver::Svd), eigh = fitPca(x, 30, PcaSolver::CovarianceEigh);
+  const Pca automatic = fitPca(x, 30);
+  EXPECT_LT(tensorRelError(eigh.components, svd.components), 1e-9);
+  EXPECT_LT(tensorRelError(eigh.transform(x), svd.transform(x)), 1e-9);
+  EXPECT_LT(tensorRelError(eigh.explainedVariance, svd.explainedVariance), 1e-12);
+  EXPECT_TRUE(torch::equal(automatic.components, eigh.components));
+}
+
+// ---- the scLDM / CFGen protocol (eval/DistributionSuite) -------------------------------------------
+
+std::vector<std::vector<std::string>> readCsv(const std::string& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in) << "missing " << path;
+  std::vector<std::vector<std::string>> rows;
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    if (!line.empty() && line.back() == ',') f.push_back("");
+    rows.push_back(f);
+  }
+  return rows;
+}
+
+// Labels and cell counts equal, the five metrics within `tol` relative (acceptance: 1e-4).
+void expectSameDistributionCsv(const std::string& ours, const std::string& ref, double tol, const std::string& label) {
+  const auto a = readCsv(ours), b = readCsv(ref);
+  ASSERT_EQ(a.size(), b.size()) << label;
+  ASSERT_EQ(a[0], b[0]) << label << " header";
+  const size_t labels = b[0].size() - 5;  // [celltype,] perturbation, n_real, n_pred
+  double worst = 0;
+  for (size_t r = 1; r < b.size(); ++r) {
+    for (size_t c = 0; c < labels; ++c) EXPECT_EQ(a[r][c], b[r][c]) << label << " row " << r;
+    for (size_t c = labels; c < b[r].size(); ++c) {
+      const double x = std::stod(a[r][c]), y = std::stod(b[r][c]), err = relError(x, y);
+      worst = std::max(worst, err);
+      EXPECT_LT(err, tol) << label << " " << b[0][c] << " row " << r << ": got " << x << " want " << y;
+    }
+  }
+  std::printf("[%s] %zu rows, worst relative difference %.2e\n", label.c_str(), b.size() - 1, worst);
+}
+
+TEST(DistributionProtocol, MatchesScanpySklearnPotScipy) {
+  LATENTCELL_REQUIRE_PYTHON();
+  latentcell::test::TempDir dir;
+  ASSERT_EQ(latentcell::test::runPython("tests/python/eval_protocols_reference.py",
+                                        "distribution '" + dir.path().string() + "'"),
+            0);
+  // Through the library: 60 seurat_v3 genes of 150, 10 PCs, conditions within cell types.
+  DistributionOptions o;
+  o.pertCol = "target";
+  o.celltypeCol = "celltype";
+  o.topGenes = 60;
+  o.components = 10;
+  const auto report = evaluateDistribution(latentcell::data::readH5ad(dir.file("dist_real.h5ad")),
+                                           latentcell::data::readH5ad(dir.file("dist_pred.h5ad")), o);
+  EXPECT_TRUE(report.hvgSelected && report.realNormalised && report.predNormalised);
+  EXPECT_EQ(report.genes, 60);
+  writeDistributionCsv(report, true, dir.file("ours_hvg.csv"));
+  expectSameDistributionCsv(dir.file("ours_hvg.csv"), dir.file("dist_hvg.csv"), 1e-4, "hvg, per cell type");
+
+  // Through the command with its defaults (all 150 genes, 30 PCs) and a log1p prediction.
+  const auto run = latentcell::test::runBinary(
+      "evaluate --profile distribution --real '" + dir.file("dist_real.h5ad") + "' --pred '" +
+      dir.file("dist_pred_log.h5ad") + "' --pert-col target --device cpu --outdir '" + dir.file("cli") + "'");
+  ASSERT_EQ(run.status, 0) << run.out;
+  expectSameDistributionCsv(dir.file("cli/distribution.csv"), dir.file("dist_default.csv"), 1e-4, "cli defaults");
+}
+
+latentcell::data::Column stringColumn(const std::vector<std::string>& v) {
+  latentcell::data::Column c;
+  c.kind = latentcell::data::Column::Kind::String;
+  c.strings = v;
+  return c;
+}
+
+// Counts of `cells` cells: control and perturbation "p" alternating.
+latentcell::data::AnnData screen(int64_t cells, int64_t genes, uint64_t seed, const std::string& source) {
+  torch::manual_seed(seed);
+  at::Tensor x = torch::poisson(torch::full({cells, genes}, 2.0, torch::kDouble)).to(torch::kFloat);
+  std::vector<std::vector<float>> rows(cells);
+  std::vector<std::string> labels;
+  for (int64_t i = 0; i < cells; ++i) {
+    rows[i] = std::vector<float>(x[i].data_ptr<float>(), x[i].data_ptr<float>() + genes);
+    labels.push_back(i % 2 ? "p" : "ctrl");
+  }
+  latentcell::data::AnnData a;
+  a.X = latentcell::test::csrFromDense(rows);
+  for (int64_t g = 0; g < genes; ++g) a.var.index.push_back("g" + std::to_string(g));
+  for (int64_t i = 0; i < cells; ++i) a.obs.index.push_back(source + std::to_string(i));
+  a.obs.columns = {{"target", stringColumn(labels)}};
+  a.source = source + ".h5ad";
+  return a;
+}
+
+TEST(DistributionProtocol, SubsampleIsSeededAndCapped) {
+  DistributionOptions o;
+  o.controlPert = "ctrl";
+  o.components = 5;
+  const auto real = screen(80, 12, 1, "real"), pred = screen(60, 12, 2, "pred");
+  const auto all = evaluateDistribution(real, pred, o);
+  ASSERT_EQ(all.rows.size(), 1u);
+  EXPECT_EQ(all.rows[0].realCells, 40);
+  EXPECT_EQ(all.rows[0].predCells, 30);
+  o.maxCells = 12;
+  const auto a = evaluateDistribution(real, pred, o), b = evaluateDistribution(real, pred, o);
+  EXPECT_EQ(a.rows[0].realCells, 12);
+  EXPECT_EQ(a.rows[0].predCells, 12);
+  EXPECT_EQ(a.rows[0].w2, b.rows[0].w2);  // same seed, same subsample
+  o.seed = 9;
+  EXPECT_NE(evaluateDistribution(real, pred, o).rows[0].w2, a.rows[0].w2);
+}
+
+TEST(DistributionProtocol, Errors) {
+  DistributionOptions o;
+  o.controlPert = "ctrl";
+  auto real = screen(20, 6, 1, "real"), pred = screen(20, 6, 2, "pred");
+  auto other = pred;
+  other.var.index[3] = "x";
+  EXPECT_NE(latentcell::test::errorOf([&] { evaluateDistribution(real, other, o); })
+                .find("var_names differ (6 vs 6 genes, first difference at gene 3)"),
+            std::string::npos);
+  auto missing = pred;
+  missing.obs.columns[0].second.strings.assign(20, "ctrl");
+  EXPECT_NE(latentcell::test::errorOf([&] { evaluateDistribution(real, missing, o); })
+                .find("pred has no cells of target='p'"),
+            std::string::npos);
+  auto negative = pred;
+  negative.X.data[0] = -0.5f;
+  const std::string err = latentcell::test::errorOf([&] { evaluateDistribution(real, negative, o); });
+  EXPECT_NE(err.find("has negative values (min -0.50)"), std::string::npos) << err;
 }
 
 }  // namespace

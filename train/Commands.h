@@ -26,5 +26,6 @@ Command addSimulateCommand(CLI::App& parent);
 Command addEvaluateCommand(CLI::App& parent);
 Command addEncodeCommand(CLI::App& parent);
 Command addReconstructCommand(CLI::App& parent);
+Command addBaselineCommand(CLI::App& parent);
 
 }  // namespace latentcell::cli

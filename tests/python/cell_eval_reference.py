@@ -4,6 +4,7 @@ Used by tests/test_cell_eval.cpp:
   make OUTDIR        writes OUTDIR/real.h5ad and OUTDIR/pred.h5ad: a small simulated-like screen (raw
                      integer counts with ties, all-zero and constant genes, 5 perturbations incl. the
                      control, some named after a gene) and a prediction that is a noisy copy of it, plus
+                     OUTDIR/train.h5ad (another noisy copy of 80% of its cells, for the baselines) and
                      the broken variants the input checks must reject (bad_*.h5ad;
                      a missing control is tested with a wrong --control-pert)
   run REAL PRED OUT [PERT_COL CONTROL]  runs `cell-eval run --profile full --skip-metrics clustering_agreement` as its CLI does
@@ -64,6 +65,11 @@ def make(out):
     pred = noisy_copy(real, rng)
     real.write_h5ad(os.path.join(out, "real.h5ad"))
     pred.write_h5ad(os.path.join(out, "pred.h5ad"))
+    train_rng = np.random.default_rng(8)
+    train = noisy_copy(real, train_rng)
+    train = train[np.sort(train_rng.permutation(train.n_obs)[: int(0.8 * train.n_obs)])].copy()
+    train.obs_names = [f"t{i}" for i in range(train.n_obs)]
+    train.write_h5ad(os.path.join(out, "train.h5ad"))
 
     bad = pred.copy()
     bad.var.index = list(bad.var.index[::-1])
