@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   const std::vector<Command> commands = {addInfoCommand(app),     addTrainCommand(app),
                                          addSimulateCommand(app), addDataCommand(app),
                                          addEvaluateCommand(app), addEncodeCommand(app),
-                                         addReconstructCommand(app),  addBaselineCommand(app)};
+                                         addReconstructCommand(app), addBaselineCommand(app)};
 
   try {
     app.parse(argc, argv);
