@@ -22,6 +22,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -521,6 +523,12 @@ bool isLoopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
+// Gloo's collectives block the calling thread, so every collective runs on one worker thread
+// that owns the gloo context, strictly in call order (the order every rank numbers them in):
+// allreduceSumAsync returns as soon as the job is queued, which lets the gradient reducer overlap
+// a bucket's all-reduce with the rest of backward; the blocking collectives queue a job and wait.
+// After a failure the queued jobs are not run (each would wait out the timeout again) and fail
+// with the first error.
 class GlooCommunicator final : public StoreCommunicator {
  public:
   GlooCommunicator(const DistributedEnv& env, const Timeouts& timeouts, c10::intrusive_ptr<c10d::Store> store)
@@ -553,56 +561,111 @@ class GlooCommunicator final : public StoreCommunicator {
                                            "the network interface the ranks share",
                                            rank_, stripLocation(e.what())));
     }
+    worker_ = std::thread([this] { workerLoop(); });
+  }
+
+  ~GlooCommunicator() override {
+    {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      stopping_ = true;
+    }
+    queue_cv_.notify_one();
+    worker_.join();
   }
 
   c10::DeviceType deviceType() const override { return c10::kCPU; }
+  bool asyncCollectives() const override { return true; }
 
   void broadcast(const at::Tensor& tensor, int root) override {
     checkRoot(root);
     inPlace(tensor, "broadcast", [&](const at::Tensor& t) {
-      run("broadcast", [&](uint32_t tag) {
+      enqueue("broadcast", [this, t, root](uint32_t tag) {
         gloo::BroadcastOptions opts(context_);
         opts.setOutput(static_cast<uint8_t*>(t.data_ptr()), t.nbytes());
         opts.setRoot(root);
         opts.setTag(tag);
         opts.setTimeout(timeout_);
         gloo::broadcast(opts);
-      });
+      })->wait();
     });
   }
 
   void allreduceSum(const at::Tensor& tensor) override {
-    inPlace(tensor, "allreduceSum", [&](const at::Tensor& t) {
+    inPlace(tensor, "allreduceSum", [&](const at::Tensor& t) { allreduceSumAsync(t)->wait(); });
+  }
+
+  std::unique_ptr<CollectiveWork> allreduceSumAsync(const at::Tensor& tensor) override {
+    if (!tensor.device().is_cpu()) {
+      throw std::runtime_error(fmt::format("gloo allreduceSum takes CPU tensors, got one on {}; use backend nccl "
+                                           "for CUDA",
+                                           tensor.device().str()));
+    }
+    if (!tensor.is_contiguous()) throw std::runtime_error("gloo allreduceSumAsync takes a contiguous tensor");
+    switch (tensor.scalar_type()) {
+      case at::kFloat: case at::kDouble: case at::kLong: case at::kInt: case at::kByte: case at::kHalf:
+      case at::kBFloat16:
+        break;
+      default:
+        throw std::runtime_error(
+            fmt::format("gloo allreduceSum: unsupported dtype {}", c10::toString(tensor.scalar_type())));
+    }
+    if (tensor.numel() == 0) return Communicator::allreduceSumAsync(tensor);
+    return enqueue("allreduce", [this, t = tensor](uint32_t tag) {
       switch (t.scalar_type()) {
-        case at::kFloat: return reduce<float>(t);
-        case at::kDouble: return reduce<double>(t);
-        case at::kLong: return reduce<int64_t>(t);
-        case at::kInt: return reduce<int32_t>(t);
-        case at::kByte: return reduce<uint8_t>(t);
-        case at::kHalf:
-        case at::kBFloat16: {
-          // Debian's gloo has no bf16 sum: reduce in float and round once.
+        case at::kFloat: return reduce<float>(t, tag);
+        case at::kDouble: return reduce<double>(t, tag);
+        case at::kLong: return reduce<int64_t>(t, tag);
+        case at::kInt: return reduce<int32_t>(t, tag);
+        case at::kByte: return reduce<uint8_t>(t, tag);
+        default: {
+          // Debian's gloo has no half or bf16 sum: reduce in float and round once.
           auto wide = t.to(at::kFloat);  // [n]
-          reduce<float>(wide);
+          reduce<float>(wide, tag);
           t.copy_(wide);
           return;
         }
-        default:
-          throw std::runtime_error(fmt::format("gloo allreduceSum: unsupported dtype {}", c10::toString(t.scalar_type())));
       }
     });
   }
 
   void barrier() override {
-    run("barrier", [&](uint32_t tag) {
+    enqueue("barrier", [this](uint32_t tag) {
       gloo::BarrierOptions opts(context_);
       opts.setTag(tag);
       opts.setTimeout(timeout_);
       gloo::barrier(opts);
-    });
+    })->wait();
   }
 
  private:
+  // What a queued collective shares with its waiter.
+  struct Job {
+    uint64_t seq = 0;
+    const char* op = "";
+    Clock::time_point start;
+    std::function<void(uint32_t)> body;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::string error;  // empty on success
+  };
+
+  class Work final : public CollectiveWork {
+   public:
+    Work(GlooCommunicator& comm, std::shared_ptr<Job> job) : comm_(comm), job_(std::move(job)) {}
+    void wait() override {
+      if (!job_) return;
+      auto job = std::move(job_);
+      std::unique_lock<std::mutex> lock(job->mu);
+      job->cv.wait(lock, [&] { return job->done; });
+      if (!job->error.empty()) comm_.fail(job->seq, job->op, job->start, job->error);
+    }
+
+   private:
+    GlooCommunicator& comm_;
+    std::shared_ptr<Job> job_;
+  };
+
   void checkRoot(int root) const {
     if (root < 0 || root >= world_) {
       throw std::runtime_error(fmt::format("broadcast root {} is not a rank (world size {})", root, world_));
@@ -624,29 +687,72 @@ class GlooCommunicator final : public StoreCommunicator {
   }
 
   template <typename T>
-  void reduce(const at::Tensor& t) {
-    run("allreduce", [&](uint32_t tag) {
-      gloo::AllreduceOptions opts(context_);
-      opts.setOutput(t.data_ptr<T>(), static_cast<size_t>(t.numel()));
-      opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<T>));
-      opts.setTag(tag);
-      opts.setTimeout(timeout_);
-      gloo::allreduce(opts);
-    });
+  void reduce(const at::Tensor& t, uint32_t tag) {
+    gloo::AllreduceOptions opts(context_);
+    opts.setOutput(t.data_ptr<T>(), static_cast<size_t>(t.numel()));
+    opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<T>));
+    opts.setTag(tag);
+    opts.setTimeout(timeout_);
+    gloo::allreduce(opts);
   }
 
-  template <typename F>
-  void run(const char* op, F&& f) {
-    const uint64_t seq = arrive();
-    const auto start = Clock::now();
-    try {
-      f(static_cast<uint32_t>(seq));
-    } catch (const std::exception& e) {
-      fail(seq, op, start, e.what());
+  // Numbers the collective (on the calling thread, in call order) and queues it for the worker.
+  std::unique_ptr<CollectiveWork> enqueue(const char* op, std::function<void(uint32_t)> body) {
+    auto job = std::make_shared<Job>();
+    job->seq = arrive();
+    job->op = op;
+    job->start = Clock::now();
+    job->body = std::move(body);
+    {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      queue_.push_back(job);
+    }
+    queue_cv_.notify_one();
+    return std::make_unique<Work>(*this, std::move(job));
+  }
+
+  void workerLoop() {
+    std::string first_failure;
+    for (;;) {
+      std::shared_ptr<Job> job;
+      bool stopping = false;
+      {
+        std::unique_lock<std::mutex> lock(queue_mu_);
+        queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, nothing left
+        job = std::move(queue_.front());
+        queue_.pop_front();
+        stopping = stopping_;
+      }
+      std::string error;
+      if (stopping) {
+        error = "the communicator was destroyed before this collective ran";
+      } else if (!first_failure.empty()) {
+        error = "not run: " + first_failure;
+      } else {
+        try {
+          job->body(static_cast<uint32_t>(job->seq));
+        } catch (const std::exception& e) {
+          error = stripLocation(e.what());
+          first_failure = fmt::format("{} #{} failed before it ({})", job->op, job->seq, error);
+        }
+      }
+      job->body = nullptr;  // releases the tensor before the waiter wakes
+      {
+        std::lock_guard<std::mutex> lock(job->mu);
+        job->done = true;
+        job->error = std::move(error);
+      }
+      job->cv.notify_all();
     }
   }
 
   std::shared_ptr<gloo::Context> context_;
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool stopping_ = false;
+  std::thread worker_;  // last: started once the context exists
 };
 
 #endif  // LATENTCELL_WITH_GLOO
