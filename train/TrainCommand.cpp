@@ -36,6 +36,10 @@ Command addTrainCommand(CLI::App& parent) {
         throw std::invalid_argument("--nproc-per-node is for starting ranks; this process already is rank " +
                                     std::string(std::getenv("RANK")) + " (drop the option under torchrun or srun)");
       }
+      if (const char* tasks = std::getenv("SLURM_NTASKS"); tasks != nullptr && std::atoi(tasks) > 1) {
+        throw std::invalid_argument(std::string("--nproc-per-node under srun with SLURM_NTASKS=") + tasks +
+                                    ": srun already starts the ranks; drop the option");
+      }
       std::vector<std::string> child;  // the same command line without --nproc-per-node
       const auto& all = commandLine();
       child.push_back(train::currentExecutable());
@@ -53,7 +57,7 @@ Command addTrainCommand(CLI::App& parent) {
     if (!args->resume.empty()) overrides.push_back("run_dir=" + args->resume);
     train::SmokeConfig config;
     core::loadConfigFile(config, args->config, overrides);
-    const auto summary = train::runSmokeTask(config, !args->resume.empty());
+    const auto summary = train::runSmokeTask(config, !args->resume.empty(), commandLine());
     core::logInfo("loss {:.5f} -> {:.5f}; {} steps; checkpoint {}", summary.first_loss, summary.last_loss,
                   summary.steps, summary.last_checkpoint);
     return 0;
