@@ -523,12 +523,12 @@ bool isLoopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
-// Gloo's collectives block the calling thread, so every collective runs on one worker thread
-// that owns the gloo context, strictly in call order (the order every rank numbers them in):
-// allreduceSumAsync returns as soon as the job is queued, which lets the gradient reducer overlap
-// a bucket's all-reduce with the rest of backward; the blocking collectives queue a job and wait.
-// After a failure the queued jobs are not run (each would wait out the timeout again) and fail
-// with the first error.
+// Gloo's collectives block the calling thread, so allreduceSumAsync queues the collective for a
+// worker thread and returns, which lets the gradient reducer overlap a bucket's all-reduce with the
+// rest of backward. Collectives run strictly in call order (the order every rank numbers them in):
+// a blocking collective runs on the calling thread when nothing is queued or running (no thread
+// handoff), else it queues behind the others and waits. After a failure the collectives not yet
+// run fail with the first error instead of each waiting out the timeout again.
 class GlooCommunicator final : public StoreCommunicator {
  public:
   GlooCommunicator(const DistributedEnv& env, const Timeouts& timeouts, c10::intrusive_ptr<c10d::Store> store)
@@ -579,62 +579,41 @@ class GlooCommunicator final : public StoreCommunicator {
   void broadcast(const at::Tensor& tensor, int root) override {
     checkRoot(root);
     inPlace(tensor, "broadcast", [&](const at::Tensor& t) {
-      enqueue("broadcast", [this, t, root](uint32_t tag) {
+      runBlocking("broadcast", [this, t, root](uint32_t tag) {
         gloo::BroadcastOptions opts(context_);
         opts.setOutput(static_cast<uint8_t*>(t.data_ptr()), t.nbytes());
         opts.setRoot(root);
         opts.setTag(tag);
         opts.setTimeout(timeout_);
         gloo::broadcast(opts);
-      })->wait();
+      });
     });
   }
 
   void allreduceSum(const at::Tensor& tensor) override {
-    inPlace(tensor, "allreduceSum", [&](const at::Tensor& t) { allreduceSumAsync(t)->wait(); });
+    checkReducible(tensor);
+    inPlace(tensor, "allreduceSum", [&](const at::Tensor& t) { runBlocking("allreduce", allreduceBody(t)); });
   }
 
   std::unique_ptr<CollectiveWork> allreduceSumAsync(const at::Tensor& tensor) override {
+    checkReducible(tensor);
     if (!tensor.device().is_cpu()) {
       throw std::runtime_error(fmt::format("gloo allreduceSum takes CPU tensors, got one on {}; use backend nccl "
                                            "for CUDA",
                                            tensor.device().str()));
     }
     if (!tensor.is_contiguous()) throw std::runtime_error("gloo allreduceSumAsync takes a contiguous tensor");
-    switch (tensor.scalar_type()) {
-      case at::kFloat: case at::kDouble: case at::kLong: case at::kInt: case at::kByte: case at::kHalf:
-      case at::kBFloat16:
-        break;
-      default:
-        throw std::runtime_error(
-            fmt::format("gloo allreduceSum: unsupported dtype {}", c10::toString(tensor.scalar_type())));
-    }
     if (tensor.numel() == 0) return Communicator::allreduceSumAsync(tensor);
-    return enqueue("allreduce", [this, t = tensor](uint32_t tag) {
-      switch (t.scalar_type()) {
-        case at::kFloat: return reduce<float>(t, tag);
-        case at::kDouble: return reduce<double>(t, tag);
-        case at::kLong: return reduce<int64_t>(t, tag);
-        case at::kInt: return reduce<int32_t>(t, tag);
-        case at::kByte: return reduce<uint8_t>(t, tag);
-        default: {
-          // Debian's gloo has no half or bf16 sum: reduce in float and round once.
-          auto wide = t.to(at::kFloat);  // [n]
-          reduce<float>(wide, tag);
-          t.copy_(wide);
-          return;
-        }
-      }
-    });
+    return enqueue("allreduce", allreduceBody(tensor));
   }
 
   void barrier() override {
-    enqueue("barrier", [this](uint32_t tag) {
+    runBlocking("barrier", [this](uint32_t tag) {
       gloo::BarrierOptions opts(context_);
       opts.setTag(tag);
       opts.setTimeout(timeout_);
       gloo::barrier(opts);
-    })->wait();
+    });
   }
 
  private:
@@ -686,6 +665,36 @@ class GlooCommunicator final : public StoreCommunicator {
     tensor.copy_(dense);
   }
 
+  static void checkReducible(const at::Tensor& tensor) {
+    switch (tensor.scalar_type()) {
+      case at::kFloat: case at::kDouble: case at::kLong: case at::kInt: case at::kByte: case at::kHalf:
+      case at::kBFloat16:
+        return;
+      default:
+        throw std::runtime_error(
+            fmt::format("gloo allreduceSum: unsupported dtype {}", c10::toString(tensor.scalar_type())));
+    }
+  }
+
+  std::function<void(uint32_t)> allreduceBody(at::Tensor t) {
+    return [this, t = std::move(t)](uint32_t tag) {
+      switch (t.scalar_type()) {
+        case at::kFloat: return reduce<float>(t, tag);
+        case at::kDouble: return reduce<double>(t, tag);
+        case at::kLong: return reduce<int64_t>(t, tag);
+        case at::kInt: return reduce<int32_t>(t, tag);
+        case at::kByte: return reduce<uint8_t>(t, tag);
+        default: {
+          // Debian's gloo has no half or bf16 sum: reduce in float and round once.
+          auto wide = t.to(at::kFloat);  // [n]
+          reduce<float>(wide, tag);
+          t.copy_(wide);
+          return;
+        }
+      }
+    };
+  }
+
   template <typename T>
   void reduce(const at::Tensor& t, uint32_t tag) {
     gloo::AllreduceOptions opts(context_);
@@ -711,8 +720,42 @@ class GlooCommunicator final : public StoreCommunicator {
     return std::make_unique<Work>(*this, std::move(job));
   }
 
+  // A blocking collective: on the calling thread when the worker is idle with nothing queued (the
+  // worker cannot start anything meanwhile: collectives are issued from one thread at a time).
+  void runBlocking(const char* op, std::function<void(uint32_t)> body) {
+    {
+      std::unique_lock<std::mutex> lock(queue_mu_);
+      if (!queue_.empty() || busy_) {
+        lock.unlock();
+        enqueue(op, std::move(body))->wait();
+        return;
+      }
+      busy_ = true;
+    }
+    const uint64_t seq = arrive();
+    const auto start = Clock::now();
+    std::string error = execute(seq, op, body);
+    {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      busy_ = false;
+    }
+    if (!error.empty()) fail(seq, op, start, error);
+  }
+
+  // Runs one collective (inline or on the worker; never both at once); returns its error or "".
+  std::string execute(uint64_t seq, const char* op, const std::function<void(uint32_t)>& body) {
+    if (!first_failure_.empty()) return "not run: " + first_failure_;
+    try {
+      body(static_cast<uint32_t>(seq));
+      return "";
+    } catch (const std::exception& e) {
+      const std::string error = stripLocation(e.what());
+      first_failure_ = fmt::format("{} #{} failed before it ({})", op, seq, error);
+      return error;
+    }
+  }
+
   void workerLoop() {
-    std::string first_failure;
     for (;;) {
       std::shared_ptr<Job> job;
       bool stopping = false;
@@ -723,21 +766,15 @@ class GlooCommunicator final : public StoreCommunicator {
         job = std::move(queue_.front());
         queue_.pop_front();
         stopping = stopping_;
+        busy_ = true;
       }
-      std::string error;
-      if (stopping) {
-        error = "the communicator was destroyed before this collective ran";
-      } else if (!first_failure.empty()) {
-        error = "not run: " + first_failure;
-      } else {
-        try {
-          job->body(static_cast<uint32_t>(job->seq));
-        } catch (const std::exception& e) {
-          error = stripLocation(e.what());
-          first_failure = fmt::format("{} #{} failed before it ({})", job->op, job->seq, error);
-        }
-      }
+      std::string error = stopping ? "the communicator was destroyed before this collective ran"
+                                   : execute(job->seq, job->op, job->body);
       job->body = nullptr;  // releases the tensor before the waiter wakes
+      {
+        std::lock_guard<std::mutex> lock(queue_mu_);
+        busy_ = false;
+      }
       {
         std::lock_guard<std::mutex> lock(job->mu);
         job->done = true;
@@ -751,6 +788,8 @@ class GlooCommunicator final : public StoreCommunicator {
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<std::shared_ptr<Job>> queue_;
+  bool busy_ = false;           // a collective is running (inline or on the worker)
+  std::string first_failure_;   // only touched by whoever runs collectives, one at a time
   bool stopping_ = false;
   std::thread worker_;  // last: started once the context exists
 };

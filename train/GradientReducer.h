@@ -63,12 +63,12 @@ class GradientReducer {
     int64_t numel = 0;             // gradient elements; the per-parameter used flags follow
     at::Tensor flat;               // [numel + params.size()]
     size_t pending = 0;            // parameters whose gradient has not arrived in this backward
-    std::unique_ptr<CollectiveWork> work;
+    std::unique_ptr<CollectiveWork> work;  // set while an asynchronous reduction is in flight
     bool launched = false;
   };
 
   void onGradient(size_t param);
-  void launch(Bucket& bucket);
+  void launch(Bucket& bucket, bool async);
   void launchReadyInOrder();
   void resetStep();
 
