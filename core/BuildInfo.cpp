@@ -4,6 +4,7 @@
 // says what actually runs.
 #include "core/BuildInfo.h"
 
+#include "latentcell/GitInfo.h"
 #include "latentcell/Version.h"
 
 #include <ATen/Parallel.h>
@@ -31,6 +32,8 @@ std::string dottedVersion(long v, long major_div, long minor_div) {
 BuildInfo buildInfo() {
   BuildInfo info;
   info.latentcell_version = kVersion;
+  info.git_commit = kGitCommit;
+  info.git_dirty = kGitDirty;
   info.torch_version = TORCH_VERSION;
   const auto& hooks = at::detail::getCUDAHooks();
   info.cuda_build = hooks.hasCUDART();
@@ -77,6 +80,7 @@ std::string formatBuildInfo(const BuildInfo& info) {
   };
   std::string out;
   out += fmt::format("latentcell      {}\n", info.latentcell_version);
+  out += fmt::format("git commit      {}{}\n", info.git_commit, info.git_dirty ? " (dirty)" : "");
   out += fmt::format("torch           {}\n", info.torch_version);
   out += fmt::format("CUDA build      {}\n", info.cuda_build ? "yes" : "no");
   out += fmt::format("CUDA runtime    {}\n", orNone(info.cuda_runtime));

@@ -316,19 +316,73 @@ TEST(Gloo, CollectivesOnThreads) {
   }
 }
 
+// Gloo collectives run on a worker thread: allreduceSumAsync returns before the peer has even
+// arrived (rank 1 only joins once rank 0's call returned), and wait() then completes the sum.
+TEST(Gloo, AsyncAllreduceReturnsBeforeThePeerArrives) {
+  REQUIRE_GLOO();
+  std::promise<void> launched;
+  auto launched_future = launched.get_future().share();
+  runRanks(2, 10s, [&](Communicator& comm) {
+    EXPECT_TRUE(comm.asyncCollectives());
+    auto t = torch::full({4}, comm.rank() + 1.0);  // [4]
+    if (comm.rank() == 0) {
+      auto work = comm.allreduceSumAsync(t);
+      launched.set_value();
+      work->wait();
+    } else {
+      ASSERT_EQ(launched_future.wait_for(20s), std::future_status::ready) << "allreduceSumAsync blocked";
+      comm.allreduceSum(t);
+    }
+    EXPECT_TRUE(t.equal(torch::full({4}, 3.0)));
+  });
+}
+
 TEST(Gloo, ReducerMatchesOneProcessOnTheCombinedBatch) {
   REQUIRE_GLOO();
   const auto reference = trainReference(2);
-  std::vector<std::vector<torch::Tensor>> result(2);
+  for (const bool overlap : {true, false}) {
+    SCOPED_TRACE(overlap ? "buckets reduced during backward" : "buckets reduced after backward");
+    std::vector<std::vector<torch::Tensor>> result(2);
+    runRanks(2, 5s, [&](Communicator& comm) {
+      ReducerOptions options;
+      options.bucket_bytes = 64;  // several buckets
+      options.overlap = overlap;
+      result[comm.rank()] = trainReplica(comm, options, /*micros=*/1);
+    });
+    ASSERT_FALSE(result[0].empty());
+    ASSERT_FALSE(result[1].empty());
+    EXPECT_EQ(maxDifference(result[0], result[1]), 0.0) << "replicas must stay bit-identical";
+    EXPECT_LT(maxDifference(result[0], reference), 1e-6);
+  }
+}
+
+// With real gloo the backward hooks launch every bucket before backward returns (all parameters
+// used); with overlap off none is launched until synchronize(). Both give the same gradients.
+TEST(Gloo, BucketsAreLaunchedDuringBackward) {
+  REQUIRE_GLOO();
   runRanks(2, 5s, [&](Communicator& comm) {
-    ReducerOptions options;
-    options.bucket_bytes = 64;  // several buckets
-    result[comm.rank()] = trainReplica(comm, options, /*micros=*/1);
+    std::vector<torch::Tensor> grads[2];
+    for (const bool overlap : {true, false}) {
+      auto net = torch::nn::Sequential(torch::nn::Linear(4, 8), torch::nn::Tanh(), torch::nn::Linear(8, 1));
+      net->to(torch::kFloat64);
+      {
+        torch::NoGradGuard no_grad;  // the same start for both variants
+        for (auto& p : net->parameters()) p.copy_((torch::arange(p.numel(), torch::kFloat64) * 0.3).sin().view_as(p));
+      }
+      ReducerOptions options;
+      options.bucket_bytes = 64;
+      options.overlap = overlap;
+      GradientReducer reducer(*net, comm, options);
+      reducer.broadcastParameters();
+      ASSERT_GT(reducer.numBuckets(), 1);
+      reducer.prepareForBackward();
+      net->forward(torch::full({2, 4}, comm.rank() + 1.0, torch::kFloat64)).sum().backward();
+      EXPECT_EQ(reducer.launchedBuckets(), overlap ? reducer.numBuckets() : 0);
+      reducer.synchronize();
+      for (const auto& p : net->parameters()) grads[overlap].push_back(p.grad().clone());
+    }
+    EXPECT_EQ(maxDifference(grads[0], grads[1]), 0.0);
   });
-  ASSERT_FALSE(result[0].empty());
-  ASSERT_FALSE(result[1].empty());
-  EXPECT_EQ(maxDifference(result[0], result[1]), 0.0) << "replicas must stay bit-identical";
-  EXPECT_LT(maxDifference(result[0], reference), 1e-6);
 }
 
 // A communicator whose all-reduces only run at wait(), in launch order: stands in for an

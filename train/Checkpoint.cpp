@@ -2,11 +2,14 @@
 #include "train/Checkpoint.h"
 
 #include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <set>
 #include <stdexcept>
 
 #include <fcntl.h>
@@ -19,6 +22,15 @@ namespace {
 
 constexpr const char* kPrefix = "step-";
 constexpr const char* kTmpPrefix = ".tmp-step-";
+constexpr const char* kBestFile = "best.yaml";
+
+// Points `link` (in `dir`) at `target`: a new symlink renamed over the old one is atomic.
+void replaceSymlink(const fs::path& dir, const std::string& link, const std::string& target) {
+  const auto tmp = dir / ("." + link + ".tmp");
+  fs::remove(tmp);
+  fs::create_symlink(target, tmp);
+  fs::rename(tmp, dir / link);
+}
 
 }  // namespace
 
@@ -39,10 +51,13 @@ CheckpointManager::CheckpointManager(std::string run_dir, int64_t keep_last)
   }
 }
 
-std::string CheckpointManager::save(int64_t step, const std::function<void(const std::string&)>& write) {
-  const auto name = fmt::format("{}{:08d}", kPrefix, step);
-  const auto tmp = fs::path(dir_) / (std::string(kTmpPrefix) + name.substr(5));
-  const auto final_path = fs::path(dir_) / name;
+std::string CheckpointManager::name(int64_t step) { return fmt::format("{}{:08d}", kPrefix, step); }
+
+std::string CheckpointManager::save(int64_t step, const std::function<void(const std::string&)>& write,
+                                    const BestCheckpoints& best) {
+  const auto final_name = name(step);
+  const auto tmp = fs::path(dir_) / (std::string(kTmpPrefix) + final_name.substr(5));
+  const auto final_path = fs::path(dir_) / final_name;
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   write(tmp.string());
@@ -50,21 +65,46 @@ std::string CheckpointManager::save(int64_t step, const std::function<void(const
   fsyncPath(tmp.string());
   if (fs::exists(final_path)) fs::remove_all(final_path);  // rewriting the same step after a resume
   fs::rename(tmp, final_path);
-  // Point `latest` at it: a new symlink renamed over the old one is atomic.
-  const auto link_tmp = fs::path(dir_) / ".latest.tmp";
-  fs::remove(link_tmp);
-  fs::create_symlink(name, link_tmp);
-  fs::rename(link_tmp, fs::path(dir_) / "latest");
+  replaceSymlink(dir_, "latest", final_name);
+  if (!best.ranked.empty()) publishBest(best);
   fsyncPath(dir_);
 
+  // Prune only once every pointer names the checkpoints that stay.
+  std::set<std::string> kept;
+  for (const auto& r : best.ranked) kept.insert((fs::path(dir_) / name(r.step)).string());
   auto all = list();
   const auto keep = static_cast<size_t>(std::max<int64_t>(keep_last_, 1));
-  for (size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(all[i]);
+  for (size_t i = 0; i + keep < all.size(); ++i) {
+    if (kept.count(all[i]) == 0) fs::remove_all(all[i]);
+  }
   return final_path.string();
 }
 
-std::optional<std::string> CheckpointManager::latest() const {
-  const auto link = fs::path(dir_) / "latest";
+void CheckpointManager::publishBest(const BestCheckpoints& best) {
+  YAML::Emitter out;
+  out << YAML::BeginMap << YAML::Key << "metric" << YAML::Value << best.metric << YAML::Key << "mode" << YAML::Value
+      << best.mode << YAML::Key << "checkpoints" << YAML::Value << YAML::BeginSeq;
+  for (const auto& r : best.ranked) {
+    if (!fs::is_directory(fs::path(dir_) / name(r.step))) {
+      throw std::logic_error(fmt::format("best checkpoint of step {} was never written", r.step));
+    }
+    out << YAML::BeginMap << YAML::Key << "step" << YAML::Value << r.step << YAML::Key << "value" << YAML::Value
+        << r.value << YAML::Key << "path" << YAML::Value << name(r.step) << YAML::EndMap;
+  }
+  out << YAML::EndSeq << YAML::EndMap;
+  const auto tmp = fs::path(dir_) / ".best.yaml.tmp";
+  {
+    std::ofstream file(tmp, std::ios::trunc);
+    file << out.c_str() << '\n';
+    if (!file) throw std::runtime_error(fmt::format("cannot write '{}'", tmp.string()));
+  }
+  fsyncPath(tmp.string());
+  fs::rename(tmp, fs::path(dir_) / kBestFile);
+  replaceSymlink(dir_, "best", name(best.ranked.front().step));
+}
+
+std::optional<std::string> CheckpointManager::target(const std::string& link_name) const {
+  const auto link = fs::path(dir_) / link_name;
   std::error_code ec;
   if (!fs::is_symlink(link, ec)) return std::nullopt;
   const auto target = fs::path(dir_) / fs::read_symlink(link);
@@ -74,6 +114,27 @@ std::optional<std::string> CheckpointManager::latest() const {
                                          link.string(), target.string(), dir_));
   }
   return target.string();
+}
+
+std::optional<std::string> CheckpointManager::latest() const { return target("latest"); }
+
+std::optional<std::string> CheckpointManager::best() const { return target("best"); }
+
+BestCheckpoints CheckpointManager::readBest() const {
+  BestCheckpoints best;
+  const auto path = fs::path(dir_) / kBestFile;
+  if (!fs::exists(path)) return best;
+  try {
+    const auto doc = YAML::LoadFile(path.string());
+    best.metric = doc["metric"].as<std::string>();
+    best.mode = doc["mode"].as<std::string>();
+    for (const auto& entry : doc["checkpoints"]) {
+      best.ranked.push_back({entry["step"].as<int64_t>(), entry["value"].as<double>()});
+    }
+  } catch (const YAML::Exception& e) {
+    throw std::runtime_error(fmt::format("cannot read '{}': {}", path.string(), e.what()));
+  }
+  return best;
 }
 
 std::vector<std::string> CheckpointManager::list() const {

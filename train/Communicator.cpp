@@ -22,6 +22,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -521,6 +523,12 @@ bool isLoopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
+// Gloo's collectives block the calling thread, so allreduceSumAsync queues the collective for a
+// worker thread and returns, which lets the gradient reducer overlap a bucket's all-reduce with the
+// rest of backward. Collectives run strictly in call order (the order every rank numbers them in):
+// a blocking collective runs on the calling thread when nothing is queued or running (no thread
+// handoff), else it queues behind the others and waits. After a failure the collectives not yet
+// run fail with the first error instead of each waiting out the timeout again.
 class GlooCommunicator final : public StoreCommunicator {
  public:
   GlooCommunicator(const DistributedEnv& env, const Timeouts& timeouts, c10::intrusive_ptr<c10d::Store> store)
@@ -553,14 +561,25 @@ class GlooCommunicator final : public StoreCommunicator {
                                            "the network interface the ranks share",
                                            rank_, stripLocation(e.what())));
     }
+    worker_ = std::thread([this] { workerLoop(); });
+  }
+
+  ~GlooCommunicator() override {
+    {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      stopping_ = true;
+    }
+    queue_cv_.notify_one();
+    worker_.join();
   }
 
   c10::DeviceType deviceType() const override { return c10::kCPU; }
+  bool asyncCollectives() const override { return true; }
 
   void broadcast(const at::Tensor& tensor, int root) override {
     checkRoot(root);
     inPlace(tensor, "broadcast", [&](const at::Tensor& t) {
-      run("broadcast", [&](uint32_t tag) {
+      runBlocking("broadcast", [this, t, root](uint32_t tag) {
         gloo::BroadcastOptions opts(context_);
         opts.setOutput(static_cast<uint8_t*>(t.data_ptr()), t.nbytes());
         opts.setRoot(root);
@@ -572,29 +591,24 @@ class GlooCommunicator final : public StoreCommunicator {
   }
 
   void allreduceSum(const at::Tensor& tensor) override {
-    inPlace(tensor, "allreduceSum", [&](const at::Tensor& t) {
-      switch (t.scalar_type()) {
-        case at::kFloat: return reduce<float>(t);
-        case at::kDouble: return reduce<double>(t);
-        case at::kLong: return reduce<int64_t>(t);
-        case at::kInt: return reduce<int32_t>(t);
-        case at::kByte: return reduce<uint8_t>(t);
-        case at::kHalf:
-        case at::kBFloat16: {
-          // Debian's gloo has no bf16 sum: reduce in float and round once.
-          auto wide = t.to(at::kFloat);  // [n]
-          reduce<float>(wide);
-          t.copy_(wide);
-          return;
-        }
-        default:
-          throw std::runtime_error(fmt::format("gloo allreduceSum: unsupported dtype {}", c10::toString(t.scalar_type())));
-      }
-    });
+    checkReducible(tensor);
+    inPlace(tensor, "allreduceSum", [&](const at::Tensor& t) { runBlocking("allreduce", allreduceBody(t)); });
+  }
+
+  std::unique_ptr<CollectiveWork> allreduceSumAsync(const at::Tensor& tensor) override {
+    checkReducible(tensor);
+    if (!tensor.device().is_cpu()) {
+      throw std::runtime_error(fmt::format("gloo allreduceSum takes CPU tensors, got one on {}; use backend nccl "
+                                           "for CUDA",
+                                           tensor.device().str()));
+    }
+    if (!tensor.is_contiguous()) throw std::runtime_error("gloo allreduceSumAsync takes a contiguous tensor");
+    if (tensor.numel() == 0) return Communicator::allreduceSumAsync(tensor);
+    return enqueue("allreduce", allreduceBody(tensor));
   }
 
   void barrier() override {
-    run("barrier", [&](uint32_t tag) {
+    runBlocking("barrier", [this](uint32_t tag) {
       gloo::BarrierOptions opts(context_);
       opts.setTag(tag);
       opts.setTimeout(timeout_);
@@ -603,6 +617,34 @@ class GlooCommunicator final : public StoreCommunicator {
   }
 
  private:
+  // What a queued collective shares with its waiter.
+  struct Job {
+    uint64_t seq = 0;
+    const char* op = "";
+    Clock::time_point start;
+    std::function<void(uint32_t)> body;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::string error;  // empty on success
+  };
+
+  class Work final : public CollectiveWork {
+   public:
+    Work(GlooCommunicator& comm, std::shared_ptr<Job> job) : comm_(comm), job_(std::move(job)) {}
+    void wait() override {
+      if (!job_) return;
+      auto job = std::move(job_);
+      std::unique_lock<std::mutex> lock(job->mu);
+      job->cv.wait(lock, [&] { return job->done; });
+      if (!job->error.empty()) comm_.fail(job->seq, job->op, job->start, job->error);
+    }
+
+   private:
+    GlooCommunicator& comm_;
+    std::shared_ptr<Job> job_;
+  };
+
   void checkRoot(int root) const {
     if (root < 0 || root >= world_) {
       throw std::runtime_error(fmt::format("broadcast root {} is not a rank (world size {})", root, world_));
@@ -623,30 +665,133 @@ class GlooCommunicator final : public StoreCommunicator {
     tensor.copy_(dense);
   }
 
-  template <typename T>
-  void reduce(const at::Tensor& t) {
-    run("allreduce", [&](uint32_t tag) {
-      gloo::AllreduceOptions opts(context_);
-      opts.setOutput(t.data_ptr<T>(), static_cast<size_t>(t.numel()));
-      opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<T>));
-      opts.setTag(tag);
-      opts.setTimeout(timeout_);
-      gloo::allreduce(opts);
-    });
+  static void checkReducible(const at::Tensor& tensor) {
+    switch (tensor.scalar_type()) {
+      case at::kFloat: case at::kDouble: case at::kLong: case at::kInt: case at::kByte: case at::kHalf:
+      case at::kBFloat16:
+        return;
+      default:
+        throw std::runtime_error(
+            fmt::format("gloo allreduceSum: unsupported dtype {}", c10::toString(tensor.scalar_type())));
+    }
   }
 
-  template <typename F>
-  void run(const char* op, F&& f) {
+  std::function<void(uint32_t)> allreduceBody(at::Tensor t) {
+    return [this, t = std::move(t)](uint32_t tag) {
+      switch (t.scalar_type()) {
+        case at::kFloat: return reduce<float>(t, tag);
+        case at::kDouble: return reduce<double>(t, tag);
+        case at::kLong: return reduce<int64_t>(t, tag);
+        case at::kInt: return reduce<int32_t>(t, tag);
+        case at::kByte: return reduce<uint8_t>(t, tag);
+        default: {
+          // Debian's gloo has no half or bf16 sum: reduce in float and round once.
+          auto wide = t.to(at::kFloat);  // [n]
+          reduce<float>(wide, tag);
+          t.copy_(wide);
+          return;
+        }
+      }
+    };
+  }
+
+  template <typename T>
+  void reduce(const at::Tensor& t, uint32_t tag) {
+    gloo::AllreduceOptions opts(context_);
+    opts.setOutput(t.data_ptr<T>(), static_cast<size_t>(t.numel()));
+    opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<T>));
+    opts.setTag(tag);
+    opts.setTimeout(timeout_);
+    gloo::allreduce(opts);
+  }
+
+  // Numbers the collective (on the calling thread, in call order) and queues it for the worker.
+  std::unique_ptr<CollectiveWork> enqueue(const char* op, std::function<void(uint32_t)> body) {
+    auto job = std::make_shared<Job>();
+    job->seq = arrive();
+    job->op = op;
+    job->start = Clock::now();
+    job->body = std::move(body);
+    {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      queue_.push_back(job);
+    }
+    queue_cv_.notify_one();
+    return std::make_unique<Work>(*this, std::move(job));
+  }
+
+  // A blocking collective: on the calling thread when the worker is idle with nothing queued (the
+  // worker cannot start anything meanwhile: collectives are issued from one thread at a time).
+  void runBlocking(const char* op, std::function<void(uint32_t)> body) {
+    {
+      std::unique_lock<std::mutex> lock(queue_mu_);
+      if (!queue_.empty() || busy_) {
+        lock.unlock();
+        enqueue(op, std::move(body))->wait();
+        return;
+      }
+      busy_ = true;
+    }
     const uint64_t seq = arrive();
     const auto start = Clock::now();
+    std::string error = execute(seq, op, body);
+    {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      busy_ = false;
+    }
+    if (!error.empty()) fail(seq, op, start, error);
+  }
+
+  // Runs one collective (inline or on the worker; never both at once); returns its error or "".
+  std::string execute(uint64_t seq, const char* op, const std::function<void(uint32_t)>& body) {
+    if (!first_failure_.empty()) return "not run: " + first_failure_;
     try {
-      f(static_cast<uint32_t>(seq));
+      body(static_cast<uint32_t>(seq));
+      return "";
     } catch (const std::exception& e) {
-      fail(seq, op, start, e.what());
+      const std::string error = stripLocation(e.what());
+      first_failure_ = fmt::format("{} #{} failed before it ({})", op, seq, error);
+      return error;
+    }
+  }
+
+  void workerLoop() {
+    for (;;) {
+      std::shared_ptr<Job> job;
+      bool stopping = false;
+      {
+        std::unique_lock<std::mutex> lock(queue_mu_);
+        queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, nothing left
+        job = std::move(queue_.front());
+        queue_.pop_front();
+        stopping = stopping_;
+        busy_ = true;
+      }
+      std::string error = stopping ? "the communicator was destroyed before this collective ran"
+                                   : execute(job->seq, job->op, job->body);
+      job->body = nullptr;  // releases the tensor before the waiter wakes
+      {
+        std::lock_guard<std::mutex> lock(queue_mu_);
+        busy_ = false;
+      }
+      {
+        std::lock_guard<std::mutex> lock(job->mu);
+        job->done = true;
+        job->error = std::move(error);
+      }
+      job->cv.notify_all();
     }
   }
 
   std::shared_ptr<gloo::Context> context_;
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool busy_ = false;           // a collective is running (inline or on the worker)
+  std::string first_failure_;   // only touched by whoever runs collectives, one at a time
+  bool stopping_ = false;
+  std::thread worker_;  // last: started once the context exists
 };
 
 #endif  // LATENTCELL_WITH_GLOO

@@ -4,7 +4,8 @@
 // TORCHELASTIC_USE_AGENT_STORE=True, as torchrun and launchLocal set). Backends:
 //   single  world size 1, every collective a no-op;
 //   gloo    CPU tensors, Debian's libgloo driven directly (the wheel ships no gloo headers, so
-//           c10d's ProcessGroupGloo cannot be compiled against safely);
+//           c10d's ProcessGroupGloo cannot be compiled against safely); collectives run in call
+//           order on a worker thread, so allreduceSumAsync overlaps the caller's compute;
 //   nccl    CUDA tensors, NCCL driven directly (unique id exchanged through the store).
 // Every collective runs under the configured timeout. When one fails, the rank reads every rank's
 // progress (published to the store by a background thread) and names the ranks that did not arrive

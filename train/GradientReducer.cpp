@@ -129,10 +129,12 @@ void GradientReducer::onGradient(size_t param) {
 }
 
 void GradientReducer::launchReadyInOrder() {
-  while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) launch(buckets_[next_launch_++]);
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
+    launch(buckets_[next_launch_++], /*async=*/true);
+  }
 }
 
-void GradientReducer::launch(Bucket& bucket) {
+void GradientReducer::launch(Bucket& bucket, bool async) {
   at::NoGradGuard no_grad;
   auto flags = at::empty({static_cast<int64_t>(bucket.params.size())}, at::TensorOptions().dtype(at::kFloat));  // [params]
   auto* flag = flags.data_ptr<float>();
@@ -149,7 +151,11 @@ void GradientReducer::launch(Bucket& bucket) {
     }
   }
   bucket.flat.narrow(0, bucket.numel, flags.numel()).copy_(flags);
-  bucket.work = comm_.allreduceSumAsync(bucket.flat);
+  if (async) {
+    bucket.work = comm_.allreduceSumAsync(bucket.flat);
+  } else {
+    comm_.allreduceSum(bucket.flat);
+  }
   bucket.launched = true;
 }
 
@@ -157,9 +163,11 @@ void GradientReducer::synchronize() {
   if (comm_.worldSize() == 1) return;
   std::lock_guard<std::mutex> lock(mu_);
   at::NoGradGuard no_grad;
-  // Every bucket past next_launch_ is still unlaunched: hooks launch strictly in order.
-  for (; next_launch_ < buckets_.size(); ++next_launch_) launch(buckets_[next_launch_]);
+  // Every bucket past next_launch_ is still unlaunched: hooks launch strictly in order. Without
+  // hooks nothing is left to overlap, so the reductions block (no handoff to a backend thread).
+  for (; next_launch_ < buckets_.size(); ++next_launch_) launch(buckets_[next_launch_], hooks_ != nullptr);
   for (auto& bucket : buckets_) {
+    if (!bucket.work) continue;
     bucket.work->wait();
     bucket.work.reset();
   }

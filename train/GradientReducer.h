@@ -9,10 +9,11 @@
 // Gradients are flattened into buckets of about `bucket_bytes` (parameters in reverse registration
 // order, which is roughly the order backward produces them; one dtype and device per bucket),
 // each bucket is sum-all-reduced, divided by the world size and copied back. What overlaps: with a
-// backend whose collectives are asynchronous (nccl), prepareForBackward() arms post-accumulation
-// hooks that launch a bucket's all-reduce as soon as its last gradient is accumulated, in bucket
-// order, while backward continues; synchronize() launches the rest and waits. Gloo collectives
-// are synchronous, so there the hooks stay off and everything happens in synchronize().
+// backend whose collectives are asynchronous (nccl on a side stream, gloo on its worker thread),
+// prepareForBackward() arms post-accumulation hooks that launch a bucket's all-reduce as soon as
+// its last gradient is accumulated, in bucket order, while backward continues; synchronize()
+// launches the rest and waits. With options.overlap off (or a synchronous backend) the hooks stay
+// off and every bucket is reduced in synchronize().
 //
 // A parameter without a gradient on a rank (unused in its step) contributes zeros. Each bucket
 // also carries one "used" flag per parameter, so a parameter unused on every rank keeps an
@@ -52,6 +53,8 @@ class GradientReducer {
   void synchronize();
 
   int64_t numBuckets() const { return static_cast<int64_t>(buckets_.size()); }
+  // Buckets launched so far in this step (by the hooks during backward, before synchronize()).
+  int64_t launchedBuckets() const { return static_cast<int64_t>(next_launch_); }
 
  private:
   struct Bucket {
@@ -60,12 +63,12 @@ class GradientReducer {
     int64_t numel = 0;             // gradient elements; the per-parameter used flags follow
     at::Tensor flat;               // [numel + params.size()]
     size_t pending = 0;            // parameters whose gradient has not arrived in this backward
-    std::unique_ptr<CollectiveWork> work;
+    std::unique_ptr<CollectiveWork> work;  // set while an asynchronous reduction is in flight
     bool launched = false;
   };
 
   void onGradient(size_t param);
-  void launch(Bucket& bucket);
+  void launch(Bucket& bucket, bool async);
   void launchReadyInOrder();
   void resetStep();
 

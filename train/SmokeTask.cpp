@@ -47,10 +47,19 @@ class SmokeTrainable : public Trainable {
 
   torch::nn::Module& module() override { return *model_; }
   int64_t batchSize() const override { return config_.data.batch_size; }
-  DataState dataState() const override { return {{"batch", next_batch_}}; }
+  DataState dataState() const override {
+    const int64_t per_epoch = config_.data.epoch_batches;
+    if (per_epoch == 0) return {{"batch", next_batch_}};
+    return {{"batch", next_batch_}, {kEpochKey, next_batch_ / per_epoch}};
+  }
   void restoreDataState(const DataState& state) override { next_batch_ = state.at("batch"); }
 
-  LossTerms trainLoss() override { return lossOn(next_batch_++ * world_ + rank_); }
+  LossTerms trainLoss() override {
+    const int64_t per_epoch = config_.data.epoch_batches;
+    const int64_t i = per_epoch > 0 ? next_batch_ % per_epoch : next_batch_;
+    ++next_batch_;
+    return lossOn(i * world_ + rank_);
+  }
   // Validation uses one fixed batch whose index no training step reaches.
   LossTerms evalLoss() override { return lossOn(-1); }
 
@@ -95,11 +104,14 @@ void SmokeDataConfig::visit(core::ConfigVisitor& v) {
   v.field("set_size", set_size, "maximum set size (padded length)");
   v.field("features", features, "features per set element (at least 2)");
   v.field("batch_size", batch_size, "sets per batch");
+  v.field("epoch_batches", epoch_batches,
+          "batches per rank and epoch, repeated every epoch (0 = endless fresh batches, no epochs)");
 }
 void SmokeDataConfig::validate() const {
   if (set_size <= 0) reject("set_size", "must be positive");
   if (features < 2) reject("features", "must be at least 2 (the targets read features 0 and 1)");
   if (batch_size <= 0) reject("batch_size", "must be positive");
+  if (epoch_batches < 0) reject("epoch_batches", "must be >= 0");
 }
 
 void SmokeConfig::visit(core::ConfigVisitor& v) {
@@ -112,7 +124,7 @@ void SmokeConfig::visit(core::ConfigVisitor& v) {
   v.section("trainer", trainer, "training engine");
 }
 
-TrainSummary runSmokeTask(const SmokeConfig& c, bool resume) {
+TrainSummary runSmokeTask(const SmokeConfig& c, bool resume, const std::vector<std::string>& command_line) {
   const auto env = readDistributedEnv();
   auto device = core::resolveDevice(c.device);
   if (device.is_cuda() && env.world_size > 1) device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
@@ -120,7 +132,8 @@ TrainSummary runSmokeTask(const SmokeConfig& c, bool resume) {
   if (env.world_size > 1) {
     if (env.rank != 0) core::setupLogging("warn");  // rank 0 reports; the others only warn and fail
     CommunicatorOptions options;
-    options.backend = c.trainer.distributed.backend;
+    // auto means nccl only when this run trains on CUDA (a CPU run on a GPU machine uses gloo).
+    options.backend = c.trainer.distributed.backend == "auto" && !device.is_cuda() ? "gloo" : c.trainer.distributed.backend;
     options.timeout = std::chrono::milliseconds(static_cast<int64_t>(c.trainer.distributed.timeout_s * 1000));
     comm = makeCommunicator(env, options);
   }
@@ -131,6 +144,7 @@ TrainSummary runSmokeTask(const SmokeConfig& c, bool resume) {
   }
   SmokeTrainable trainable(c, device, env.rank, env.world_size);
   Trainer trainer(c.trainer, trainable, device, c.run_dir, core::dumpConfig(c), comm.get());
+  trainer.setCommandLine(command_line);
   if (env.rank == 0) core::addLogFile((std::filesystem::path(c.run_dir) / "log.txt").string());
   if (resume && !trainer.resume()) {
     throw std::invalid_argument("cannot resume: " + c.run_dir + " has no checkpoint; drop --resume to start a new run");

@@ -7,7 +7,8 @@
 // and predicts two permutation-invariant statistics of the set: the mean of feature 0 and the
 // max of feature 1. The targets depend on the whole set, so the loss only falls if masking,
 // pooling and attention work together. Batch b is drawn from a generator seeded by (seed, b), so
-// the data position is one integer.
+// the data position is one integer. By default every batch is new; with data.epoch_batches the
+// same batches come round again every epoch, and the data position also counts epochs.
 #pragma once
 
 #include "core/Config.h"
@@ -15,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace latentcell::train {
 
@@ -30,6 +32,7 @@ struct SmokeDataConfig : core::ConfigSection {
   int64_t set_size = 16;
   int64_t features = 8;
   int64_t batch_size = 32;
+  int64_t epoch_batches = 0;  // batches per rank and epoch; 0 = an endless stream without epochs
   void visit(core::ConfigVisitor& v) override;
   void validate() const override;
 };
@@ -45,7 +48,8 @@ struct SmokeConfig : core::ConfigSection {
   void visit(core::ConfigVisitor& v) override;
 };
 
-// Trains (or, with resume, continues) the smoke model; returns the trainer's summary.
-TrainSummary runSmokeTask(const SmokeConfig& config, bool resume);
+// Trains (or, with resume, continues) the smoke model; returns the trainer's summary. The command
+// line is recorded in the checkpoints' run metadata.
+TrainSummary runSmokeTask(const SmokeConfig& config, bool resume, const std::vector<std::string>& command_line = {});
 
 }  // namespace latentcell::train

@@ -227,7 +227,7 @@ class Stage1Trainable : public Trainable {
 
 }  // namespace
 
-TrainSummary runStage1Task(Stage1Config c, bool resume) {
+TrainSummary runStage1Task(Stage1Config c, bool resume, const std::vector<std::string>& command_line) {
   const auto env = readDistributedEnv();
   auto device = core::resolveDevice(c.device);
   if (device.is_cuda() && env.world_size > 1) device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
@@ -273,6 +273,7 @@ TrainSummary runStage1Task(Stage1Config c, bool resume) {
   Stage1Trainable trainable(c, std::move(data), std::move(train_rows), std::move(val_rows), model, device, env.rank,
                             env.world_size);
   Trainer trainer(trainer_config, trainable, device, c.run_dir, core::dumpConfig(c), comm.get());
+  trainer.setCommandLine(command_line);
   if (env.rank == 0) core::addLogFile((fs::path(c.run_dir) / "log.txt").string());
   if (resume && !trainer.resume()) {
     throw std::invalid_argument("cannot resume: " + c.run_dir + " has no checkpoint; drop --resume to start a new run");

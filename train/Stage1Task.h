@@ -74,8 +74,9 @@ Stage1Data loadStage1Data(const Stage1DataConfig& config, const std::vector<std:
 models::CellBatch makeCellBatch(const Stage1Data& data, const std::vector<int64_t>& rows,
                                 const data::TokenizerOptions& tokens, const c10::Device& device);
 
-// Trains (or, with resume, continues) a stage-1 autoencoder; returns the trainer's summary.
-TrainSummary runStage1Task(Stage1Config config, bool resume);
+// Trains (or, with resume, continues) a stage-1 autoencoder; returns the trainer's summary. The
+// command line is recorded in the checkpoints' run metadata.
+TrainSummary runStage1Task(Stage1Config config, bool resume, const std::vector<std::string>& command_line = {});
 
 // A trained autoencoder loaded from its run directory (EMA weights when the run kept them).
 struct Stage1Run {

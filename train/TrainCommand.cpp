@@ -37,6 +37,10 @@ Command addTrainCommand(CLI::App& parent) {
         throw std::invalid_argument("--nproc-per-node is for starting ranks; this process already is rank " +
                                     std::string(std::getenv("RANK")) + " (drop the option under torchrun or srun)");
       }
+      if (const char* tasks = std::getenv("SLURM_NTASKS"); tasks != nullptr && std::atoi(tasks) > 1) {
+        throw std::invalid_argument(std::string("--nproc-per-node under srun with SLURM_NTASKS=") + tasks +
+                                    ": srun already starts the ranks; drop the option");
+      }
       std::vector<std::string> child;  // the same command line without --nproc-per-node
       const auto& all = commandLine();
       child.push_back(train::currentExecutable());
@@ -58,11 +62,11 @@ Command addTrainCommand(CLI::App& parent) {
     if (task == "smoke" || task.empty()) {
       train::SmokeConfig config;
       core::loadConfigFile(config, args->config, overrides);
-      summary = train::runSmokeTask(config, !args->resume.empty());
+      summary = train::runSmokeTask(config, !args->resume.empty(), commandLine());
     } else if (task == "stage1") {
       train::Stage1Config config;
       core::loadConfigFile(config, args->config, overrides);
-      summary = train::runStage1Task(config, !args->resume.empty());
+      summary = train::runStage1Task(config, !args->resume.empty(), commandLine());
     } else {
       throw core::ConfigError("task \"" + task + "\" in " + args->config +
                               " is not one of smoke, stage1; set task to what should be trained");

@@ -25,6 +25,10 @@ struct LossTerms {
 // Serialisable position in the training data (epoch, batch within the epoch, ...).
 using DataState = std::map<std::string, int64_t>;
 
+// The DataState key that counts completed passes over the training data (the epoch the next batch
+// is drawn from). A Trainable whose data has epochs reports it; trainer.max_epochs requires it.
+inline constexpr const char* kEpochKey = "epoch";
+
 class Trainable {
  public:
   virtual ~Trainable() = default;

@@ -19,6 +19,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 #include <torch/nn/modules/embedding.h>
@@ -29,6 +30,7 @@
 #include <torch/serialize.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
@@ -85,19 +87,29 @@ void EmaConfig::validate() const {
 void DistributedConfig::visit(core::ConfigVisitor& v) {
   v.choice("backend", backend, {"auto", "gloo", "nccl"}, "collective backend when launched with several ranks");
   v.field("timeout_s", timeout_s, "seconds any collective may take before the job fails naming the lost rank");
+  v.field("bucket_mb", bucket_mb, "MiB of gradients per all-reduce bucket");
+  v.field("overlap", overlap, "all-reduce each full bucket while backward still runs");
 }
 void DistributedConfig::validate() const {
   if (!(timeout_s > 0)) reject("timeout_s", "must be positive");
+  if (!(bucket_mb > 0)) reject("bucket_mb", "must be positive");
 }
 
 void TrainerConfig::visit(core::ConfigVisitor& v) {
-  v.field("max_steps", max_steps, "optimizer steps to train for");
-  v.field("max_time_s", max_time_s, "wall-time limit in seconds (0 = none); a checkpoint is written on stopping");
+  v.field("max_steps", max_steps, "optimizer steps to train for (also the schedule's length)");
+  v.field("max_epochs", max_epochs,
+          "stop once the data position reaches this epoch (0 = none); the model must count epochs");
+  v.field("max_time_s", max_time_s,
+          "wall-time limit in seconds (0 = none; with several ranks checked every log_every steps); a checkpoint is "
+          "written on stopping");
   v.field("accumulate", accumulate, "micro-batches accumulated per optimizer step");
   v.field("grad_clip", grad_clip, "clip the global gradient norm to this (0 = off)");
   v.field("bf16", bf16, "bf16 autocast (CUDA, or CPUs with bf16 units)");
   v.field("log_every", log_every, "steps between log lines and metrics records");
   v.field("eval_every", eval_every, "steps between validations (0 = none)");
+  v.field("eval_metric", eval_metric, "validation term ranking the best checkpoints (empty = the first term)");
+  v.choice("eval_mode", eval_mode, {"min", "max"}, "whether a lower (min) or higher (max) eval_metric is better");
+  v.field("keep_best", keep_best, "best checkpoints by eval_metric kept beside the last keep_last (0 = none)");
   v.field("checkpoint_every", checkpoint_every, "steps between checkpoints (0 = only at the end)");
   v.field("keep_last", keep_last, "checkpoints kept");
   v.field("max_nonfinite", max_nonfinite, "non-finite losses skipped before the run stops");
@@ -108,12 +120,15 @@ void TrainerConfig::visit(core::ConfigVisitor& v) {
 }
 void TrainerConfig::validate() const {
   if (max_steps <= 0) reject("max_steps", "must be positive");
+  if (max_epochs < 0) reject("max_epochs", "must be >= 0");
+  if (max_time_s < 0) reject("max_time_s", "must be >= 0");
   if (accumulate <= 0) reject("accumulate", "must be positive");
   if (grad_clip < 0) reject("grad_clip", "must be >= 0");
   if (log_every <= 0) reject("log_every", "must be positive");
   if (eval_every < 0) reject("eval_every", "must be >= 0");
   if (checkpoint_every < 0) reject("checkpoint_every", "must be >= 0");
   if (keep_last <= 0) reject("keep_last", "must be positive");
+  if (keep_best < 0) reject("keep_best", "must be >= 0");
   if (max_nonfinite < 0) reject("max_nonfinite", "must be >= 0");
 }
 
@@ -183,6 +198,21 @@ std::string formatDuration(double seconds) {
   return s >= 3600 ? fmt::format("{}h{:02d}m", s / 3600, (s % 3600) / 60) : fmt::format("{}m{:02d}s", s / 60, s % 60);
 }
 
+// Enters (step, value) in the best-K ranking; returns whether it got in. Ties keep the earlier
+// step ahead; a non-finite value never enters.
+bool enterRanking(BestCheckpoints& best, int64_t keep, int64_t step, double value) {
+  if (keep <= 0 || !std::isfinite(value)) return false;
+  auto& ranked = best.ranked;
+  const bool lower = best.mode == "min";
+  const auto pos = std::find_if(ranked.begin(), ranked.end(), [&](const RankedCheckpoint& r) {
+    return lower ? value < r.value : value > r.value;
+  });
+  if (pos - ranked.begin() >= keep) return false;
+  ranked.insert(pos, {step, value});
+  if (static_cast<int64_t>(ranked.size()) > keep) ranked.resize(static_cast<size_t>(keep));
+  return true;
+}
+
 // Keeps only the metrics records of steps <= `step` (a resumed run rewrites the later ones).
 void truncateMetrics(const fs::path& path, int64_t step) {
   std::ifstream in(path);
@@ -207,11 +237,22 @@ Trainer::Trainer(const TrainerConfig& config, Trainable& model, const c10::Devic
       run_dir_(std::move(run_dir)),
       resolved_config_(std::move(resolved_config_yaml)),
       checkpoints_(run_dir_, config.keep_last) {
+  if (config_.bf16 && device_.is_cpu() && !core::cpuHasBf16()) {
+    throw std::invalid_argument(
+        "trainer.bf16 = true, but this CPU has no bf16 arithmetic (no avx512_bf16, amx_bf16 or Arm bf16); set "
+        "trainer.bf16=false or train on a CUDA device");
+  }
+  best_.metric = config_.eval_metric;
+  best_.mode = config_.eval_mode;
   model_.module().to(device_);
   if (comm != nullptr && comm->worldSize() > 1) {
     writer_ = comm->rank() == 0;
     world_ = comm->worldSize();
-    reducer_ = std::make_unique<GradientReducer>(model_.module(), *comm);
+    comm_ = comm;
+    ReducerOptions reducer_options;
+    reducer_options.bucket_bytes = std::llround(config_.distributed.bucket_mb * 1024 * 1024);
+    reducer_options.overlap = config_.distributed.overlap;
+    reducer_ = std::make_unique<GradientReducer>(model_.module(), *comm, reducer_options);
     reducer_->broadcastParameters();
     checkReplicasAgree(*comm, resolved_config_, model_.module());
   }
@@ -299,7 +340,73 @@ LossTerms Trainer::evalStep() {
     terms = model_.evalLoss();
   }
   model_.module().train();
+  if (comm_ != nullptr && !terms.terms.empty()) {
+    // Each rank validated its own share: every rank takes the mean over the ranks.
+    std::vector<double> mine;
+    for (const auto& [name, value] : terms.terms) mine.push_back(value.item<double>());
+    const auto all = comm_->allgather(mine);  // [world * terms]
+    for (size_t k = 0; k < mine.size(); ++k) {
+      double sum = 0;
+      for (int64_t r = 0; r < world_; ++r) sum += all[static_cast<size_t>(r) * mine.size() + k];
+      terms.terms[k].second = at::scalar_tensor(sum / static_cast<double>(world_), at::kDouble);
+    }
+  }
   return terms;
+}
+
+bool Trainer::timeLimitReached(double elapsed_s) {
+  if (config_.max_time_s <= 0) return false;
+  if (comm_ == nullptr) return elapsed_s > config_.max_time_s;
+  // Every rank must stop after the same step, so rank 0's clock decides, read at logging steps
+  // (a store round trip, not one per step).
+  if (step_ % config_.log_every != 0) return false;
+  return comm_->allgather(std::vector<int64_t>{elapsed_s > config_.max_time_s ? 1 : 0}).front() != 0;
+}
+
+std::optional<int64_t> Trainer::epoch() const {
+  const auto state = model_.dataState();
+  const auto it = state.find(kEpochKey);
+  if (it == state.end()) return std::nullopt;
+  return it->second;
+}
+
+bool Trainer::validate(double elapsed_s) {
+  const auto terms = evalStep();
+  if (terms.terms.empty()) {
+    if (!warned_no_validation_) {
+      core::logWarn("trainer.eval_every = {}, but the model has no validation data; nothing is validated",
+                    config_.eval_every);
+    }
+    warned_no_validation_ = true;
+    return false;
+  }
+  const std::string metric = config_.eval_metric.empty() ? terms.terms.front().first : config_.eval_metric;
+  nlohmann::json record{{"step", step_}, {"split", "val"}, {"time_s", elapsed_s}};
+  std::optional<double> score;
+  std::vector<std::string> names;
+  for (const auto& [name, value] : terms.terms) {
+    const double v = value.item<double>();
+    record[name] = v;
+    writeScalar("val/" + name, v);
+    names.push_back(name);
+    if (name == metric) score = v;
+  }
+  if (!score) {
+    throw std::invalid_argument(fmt::format("trainer.eval_metric = '{}' is not a validation term of this model "
+                                            "(it reports {}); set trainer.eval_metric to one of them",
+                                            metric, fmt::join(names, ", ")));
+  }
+  best_.metric = metric;
+  const bool entered = enterRanking(best_, config_.keep_best, step_, *score);
+  record["best"] = entered;
+  writeMetrics(record.dump());
+  if (!best_.ranked.empty()) {
+    core::logInfo("step {:>6}  validation {} {:.5f}{}  (best {:.5f} at step {})", step_, metric, *score,
+                  entered ? " *" : "", best_.ranked.front().value, best_.ranked.front().step);
+  } else {
+    core::logInfo("step {:>6}  validation {} {:.5f}", step_, metric, *score);
+  }
+  return entered;
 }
 
 std::string Trainer::saveCheckpoint() {
@@ -326,16 +433,29 @@ std::string Trainer::saveCheckpoint() {
     state << YAML::BeginMap << YAML::Key << "step" << YAML::Value << step_ << YAML::Key << "nonfinite_skipped"
           << YAML::Value << nonfinite_ << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
     for (const auto& [k, v] : model_.dataState()) state << YAML::Key << k << YAML::Value << v;
-    state << YAML::EndMap << YAML::EndMap;
+    state << YAML::EndMap;
+    // The ranking as of this step, so that a resumed run keeps ranking the same checkpoints.
+    state.SetDoublePrecision(17);
+    state << YAML::Key << "best" << YAML::Value << YAML::BeginMap << YAML::Key << "metric" << YAML::Value
+          << best_.metric << YAML::Key << "mode" << YAML::Value << best_.mode << YAML::Key << "ranked" << YAML::Value
+          << YAML::BeginSeq;
+    for (const auto& r : best_.ranked) {
+      state << YAML::Flow << YAML::BeginSeq << r.step << r.value << YAML::EndSeq;
+    }
+    state << YAML::EndSeq << YAML::EndMap << YAML::EndMap;
     std::ofstream(d / "state.yaml") << state.c_str() << '\n';
     std::ofstream(d / "config.yaml") << resolved_config_;
     const auto info = core::buildInfo();
     YAML::Emitter meta;
     meta << YAML::BeginMap << YAML::Key << "latentcell" << YAML::Value << info.latentcell_version << YAML::Key
-         << "torch" << YAML::Value << info.torch_version << YAML::Key << "cuda" << YAML::Value << info.cuda_runtime
-         << YAML::Key << "device" << YAML::Value << device_.str() << YAML::EndMap;
+         << "git_commit" << YAML::Value << info.git_commit << YAML::Key << "git_dirty" << YAML::Value
+         << info.git_dirty << YAML::Key << "torch" << YAML::Value << info.torch_version << YAML::Key << "cuda"
+         << YAML::Value << info.cuda_runtime << YAML::Key << "device" << YAML::Value << device_.str() << YAML::Key
+         << "world_size" << YAML::Value << world_ << YAML::Key << "command_line" << YAML::Value << YAML::BeginSeq;
+    for (const auto& arg : command_line_) meta << YAML::DoubleQuoted << arg;
+    meta << YAML::EndSeq << YAML::EndMap;
     std::ofstream(d / "meta.yaml") << meta.c_str() << '\n';
-  });
+  }, best_);
   return last_checkpoint_;
 }
 
@@ -365,6 +485,21 @@ void Trainer::loadCheckpoint(const std::string& dir) {
     DataState data;
     for (const auto& kv : state["data"]) data[kv.first.as<std::string>()] = kv.second.as<int64_t>();
     model_.restoreDataState(data);
+    if (const auto best = state["best"]) {
+      BestCheckpoints saved;
+      saved.metric = best["metric"].as<std::string>();
+      saved.mode = best["mode"].as<std::string>();
+      for (const auto& r : best["ranked"]) saved.ranked.push_back({r[0].as<int64_t>(), r[1].as<double>()});
+      const bool same = saved.mode == config_.eval_mode &&
+                        (config_.eval_metric.empty() || saved.metric.empty() || saved.metric == config_.eval_metric);
+      if (same) {
+        best_ = std::move(saved);
+      } else if (!saved.ranked.empty()) {
+        core::logWarn("the best checkpoints of {} were ranked by {} ({}); the config now ranks by {} ({}), so the "
+                      "ranking starts afresh",
+                      dir, saved.metric, saved.mode, config_.eval_metric, config_.eval_mode);
+      }
+    }
   } catch (const c10::Error& e) {
     throw std::runtime_error(fmt::format("cannot load checkpoint {}: {}", dir, e.what_without_backtrace()));
   } catch (const YAML::Exception& e) {
@@ -392,22 +527,39 @@ TrainSummary Trainer::fit() {
   int64_t window_n = 0, window_steps = 0;
   bool first_window = true;
   const int64_t start_step = step_;
+  if (config_.max_epochs > 0 && !epoch()) {
+    throw std::invalid_argument(fmt::format(
+        "trainer.max_epochs = {}, but this model's data has no epochs (its data position lacks '{}'); limit the "
+        "run with trainer.max_steps or trainer.max_time_s",
+        config_.max_epochs, kEpochKey));
+  }
+  const auto epochsDone = [&] { return config_.max_epochs > 0 && *epoch() >= config_.max_epochs; };
   // On a terminal a progress bar replaces the periodic log lines.
   std::optional<ProgressBar> bar;
   if (ProgressBar::enabled() && core::logEnabled(core::LogLevel::Info)) bar.emplace(config_.max_steps);
   model_.module().train();
-  while (step_ < config_.max_steps) {
+  summary.stopped_by = epochsDone() ? "max_epochs" : "max_steps";  // a run resumed at its limit takes no step
+  while (step_ < config_.max_steps && summary.stopped_by == "max_steps") {
     const double loss = trainStep();
     if (!std::isfinite(loss)) continue;
     window_sum += loss;
     ++window_n;
     ++window_steps;
     const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
+    // The limit this step reached, if any: its window is logged and the loop ends after it.
+    std::string limit;
+    if (step_ == config_.max_steps) {
+      limit = "max_steps";
+    } else if (epochsDone()) {
+      limit = "max_epochs";
+    } else if (timeLimitReached(elapsed)) {
+      limit = "max_time_s";
+    }
     if (bar) {
       const double rate = window_steps / std::max(std::chrono::duration<double>(clock::now() - window_start).count(), 1e-9);
       bar->update(step_, window_sum / window_n, rate, rate * model_.batchSize() * config_.accumulate * world_);
     }
-    if (step_ % config_.log_every == 0 || step_ == config_.max_steps) {
+    if (step_ % config_.log_every == 0 || !limit.empty()) {
       const double dt = std::chrono::duration<double>(clock::now() - window_start).count();
       const double mean = window_sum / window_n;
       const double steps_per_s = window_steps / std::max(dt, 1e-9);
@@ -421,9 +573,11 @@ TrainSummary Trainer::fit() {
       } else {
         core::logInfo("{}", line);
       }
-      writeMetrics(nlohmann::json{{"step", step_}, {"split", "train"}, {"loss", mean}, {"lr", lr},
-                                  {"steps_per_s", steps_per_s}, {"cells_per_s", cells_per_s}, {"time_s", elapsed}}
-                       .dump());
+      nlohmann::json record{{"step", step_},         {"split", "train"},           {"loss", mean},
+                            {"lr", lr},             {"steps_per_s", steps_per_s}, {"cells_per_s", cells_per_s},
+                            {"time_s", elapsed}};
+      if (const auto e = epoch()) record["epoch"] = *e;
+      writeMetrics(record.dump());
       writeScalar("train/loss", mean);
       writeScalar("train/lr", lr);
       writeScalar("train/cells_per_s", cells_per_s);
@@ -435,25 +589,20 @@ TrainSummary Trainer::fit() {
       window_n = window_steps = 0;
       window_start = clock::now();
     }
+    bool checkpoint = config_.checkpoint_every > 0 && step_ % config_.checkpoint_every == 0;
     if (config_.eval_every > 0 && step_ % config_.eval_every == 0) {
-      auto terms = evalStep();
-      nlohmann::json record{{"step", step_}, {"split", "val"}, {"time_s", elapsed}};
-      for (const auto& [name, value] : terms.terms) {
-        record[name] = value.item<double>();
-        writeScalar("val/" + name, value.item<double>());
-      }
-      if (!terms.terms.empty()) {
-        if (bar) bar->clear();
-        core::logInfo("step {:>6}  validation {} {:.5f}", step_, terms.terms.front().first,
-                      terms.objective().item<double>());
-        writeMetrics(record.dump());
-      }
-    }
-    if (config_.checkpoint_every > 0 && step_ % config_.checkpoint_every == 0) saveCheckpoint();
-    if (config_.max_time_s > 0 && elapsed > config_.max_time_s) {
       if (bar) bar->clear();
+      checkpoint = validate(elapsed) || checkpoint;  // a new best-K entry needs its checkpoint
+    }
+    if (checkpoint) saveCheckpoint();
+    if (!limit.empty()) summary.stopped_by = limit;
+  }
+  if (summary.stopped_by != "max_steps") {
+    if (bar) bar->clear();
+    if (summary.stopped_by == "max_epochs") {
+      core::logInfo("epoch limit of {} reached at step {}", config_.max_epochs, step_);
+    } else {
       core::logInfo("wall-time limit of {} s reached at step {}", config_.max_time_s, step_);
-      break;
     }
   }
   if (bar) bar->finish();
@@ -461,6 +610,7 @@ TrainSummary Trainer::fit() {
   summary.steps = step_;
   summary.nonfinite_skipped = nonfinite_;
   summary.last_checkpoint = last_checkpoint_;
+  summary.best = best_;
   return summary;
 }
 
