@@ -1338,7 +1338,12 @@ AnnData readH5ad(const std::string& path, const H5adReadOptions& options) {
   const bool raw = options.matrix == "raw/X";
   AnnData a;
   a.source = path;
-  a.X = readMatrix(m);
+  if (options.matrix_values) {
+    a.X = readMatrix(m);
+  } else {
+    a.X.rows = m.rows;
+    a.X.cols = m.cols;
+  }
   a.obs = readFrame(f, "obs", a.X.rows);
   a.var = readFrame(f, raw ? "raw/var" : "var", a.X.cols);
   if (options.obsm) {
