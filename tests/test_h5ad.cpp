@@ -4,10 +4,12 @@
 // must read in anndata, warnings counted as errors (tests/python/check_h5ad.py). Both sides are
 // compared through one JSON schema. Plus: exact C++ round trips, backed row reads, the real screens
 // in ../shared/data, one-line errors naming the file for every kind of broken input, corrupted bytes
-// that must never crash the reader, and `latentcell data inspect`.
+// that must never crash the reader, `latentcell data inspect`, and a pred/real pair written by
+// latentcell accepted by `cell-eval run` (exit 0, results for every perturbation, no warnings).
 #include "TestUtil.h"
 
 #include "data/H5ad.h"
+#include "data/Simulator.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -360,6 +362,43 @@ TEST(H5adRoundTrip, AnndataReadsWhatWeWrite) {
   writeH5ad(a, path);
   writeFile(expected, adataJson(a).dump());
   EXPECT_EQ(latentcell::test::runPython("tests/python/check_h5ad.py", "'" + path + "' '" + expected + "'"), 0);
+}
+
+// cell-eval's own CLI on a real/pred pair that latentcell wrote (two simulated screens with the
+// same genes and perturbations): it must exit 0, warn about nothing, and score every perturbation.
+TEST(H5adRoundTrip, CellEvalRunAcceptsWhatWeWrite) {
+  LATENTCELL_REQUIRE_PYTHON();
+  TempDir dir;
+  SimulatorOptions o;
+  o.cells = 300;
+  o.genes = 60;
+  o.cell_types = 1;
+  o.perturbations = 3;
+  o.batches = 1;
+  o.seed = 1;
+  writeH5ad(simulate(o), dir.file("real.h5ad"));
+  o.seed = 2;
+  writeH5ad(simulate(o), dir.file("pred.h5ad"));
+  const std::string cli = std::filesystem::path(latentcell::test::pythonPath()).parent_path() / "cell-eval";
+  if (!std::filesystem::exists(cli)) GTEST_SKIP() << "cell-eval is not installed in the reference env";
+  const std::string cmd = "'" + cli + "' run -ar '" + dir.file("real.h5ad") + "' -ap '" + dir.file("pred.h5ad") +
+                          "' --pert-col perturbation --control-pert control --profile full --skip-metrics "
+                          "clustering_agreement --num-threads 1 -o '" + dir.file("out") + "' > '" +
+                          dir.file("log.txt") + "' 2>&1";
+  const int raw = std::system(cmd.c_str());
+  std::ifstream log_file(dir.file("log.txt"));
+  const std::string log((std::istreambuf_iterator<char>(log_file)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(raw) && WEXITSTATUS(raw) == 0) << log;
+  EXPECT_EQ(log.find("Warning"), std::string::npos) << log;
+  std::ifstream results(dir.file("out/results.csv"));
+  ASSERT_TRUE(results) << "cell-eval wrote no results.csv";
+  std::string header, line;
+  std::getline(results, header);
+  EXPECT_EQ(header.rfind("perturbation,overlap_at_N,", 0), 0u) << header;
+  std::set<std::string> scored;
+  while (std::getline(results, line)) scored.insert(line.substr(0, line.find(',')));
+  EXPECT_EQ(scored, (std::set<std::string>{"pert_0", "pert_1", "pert_2"}));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("out/agg_results.csv")));
 }
 
 TEST(H5adRoundTrip, ConcurrentReadersAgree) {
