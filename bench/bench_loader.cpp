@@ -59,7 +59,17 @@ int main(int argc, char** argv) {
     }
     const double open_s = std::chrono::duration<double>(Clock::now() - t_open).count();
     Loader loader(source, o);
-    loader.start(0);
+    int64_t epoch = 0;
+    loader.start(epoch);
+    // Epochs follow each other, as in training (the order of each is drawn at its start).
+    const auto next = [&]() {
+      auto b = loader.next();
+      if (!b) {
+        loader.start(++epoch);
+        b = loader.next();
+      }
+      return b;
+    };
     double checksum = 0;
     // The consumer only touches each batch (entry count, first and last value): the loader has
     // already written every value into the batch tensors, and anything heavier would time the
@@ -72,13 +82,13 @@ int main(int argc, char** argv) {
       checksum += static_cast<double>(t.numel()) + (t.numel() > 0 ? p[0] + p[t.numel() - 1] : 0.0f);
     };
     for (int64_t i = 0; i < warmup; ++i)
-      if (auto b = loader.next()) consume(*b);
+      if (auto b = next()) consume(*b);
     int64_t cells = 0, timed = 0;
     const auto t0 = Clock::now();
     double elapsed = 0;
     while (timed < batches && elapsed < seconds) {
-      auto b = loader.next();
-      if (!b) break;  // end of the epoch
+      auto b = next();
+      if (!b) break;  // an empty source
       consume(*b);
       cells += b->size();
       ++timed;

@@ -26,9 +26,9 @@ bool copyEntries(const I* in_idx, const V* in_val, int64_t n, int64_t genes, int
   for (int64_t k = 0; k < n; ++k) out_idx[k] = static_cast<int32_t>(in_idx[k]);
   for (int64_t k = 0; k < n; ++k) out_val[k] = static_cast<float>(in_val[k]);
   if (n == 0) return true;
-  bool ascending = true;
-  for (int64_t k = 1; k < n; ++k) ascending &= out_idx[k] > out_idx[k - 1];
-  return ascending && out_idx[0] >= 0 && out_idx[n - 1] < genes;
+  int descending = 0;  // an int reduction, which the vectorizer handles (a bool &= it does not)
+  for (int64_t k = 1; k < n; ++k) descending |= out_idx[k] <= out_idx[k - 1];
+  return descending == 0 && out_idx[0] >= 0 && out_idx[n - 1] < genes;
 }
 
 template <typename T>
