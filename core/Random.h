@@ -20,6 +20,17 @@ inline uint64_t splitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// Uniform integer in [0, n) from a 64-bit engine's raw output, by rejection: the
+// std::uniform_int_distribution algorithm is implementation-defined, and seeded draws (random
+// token subsets, shard cell orders) must be the same with every standard library. n > 0.
+template <typename Engine>
+uint64_t uniformBelow(Engine& rng, uint64_t n) {
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+  uint64_t r;
+  do r = rng(); while (r >= limit);
+  return r % n;
+}
+
 // Seeds torch's default CPU generator and, when CUDA is available, every CUDA generator.
 void seedEverything(uint64_t seed);
 // A fresh generator for the device type, seeded with `seed`.

@@ -5,9 +5,10 @@
 // filter of the dataset can be decoded; HDF5's type conversion then turns any integer or float dtype
 // into ours (integers saturate, so a 64-bit index never wraps into range). Structure is validated
 // (indptr monotone and consistent with the data, indices and codes in range, lengths matching the
-// frame) before the values are trusted, and the global heap objects behind contiguous string arrays
-// are bounds-checked before libhdf5 1.10 (which does not check them) copies them. All HDF5 calls run
-// under one mutex, taken by each public entry point; the helpers below assume it is held.
+// frame) before the values are trusted, and the global heap objects behind variable-length strings
+// (contiguous datasets and attributes) are bounds-checked before libhdf5 1.10 (which does not check
+// them) copies them. All HDF5 calls run under one mutex, taken by each public entry point; the
+// helpers below assume it is held.
 #include "data/H5ad.h"
 
 #include "core/Logging.h"
@@ -265,6 +266,8 @@ class Array {
   }
   static Array attribute(const H5File& f, hid_t obj, const std::string& attr, const std::string& owner) {
     Array a(f, owner + " attribute '" + attr + "'", true);
+    a.owner_ = obj;
+    a.attr_name_ = attr;
     const hid_t id = H5Aopen(obj, attr.c_str(), H5P_DEFAULT);
     if (id < 0) f.failHdf5("cannot open " + a.name_);
     a.id_ = Id(id, H5Aclose);
@@ -307,6 +310,8 @@ class Array {
   hid_t space() const { return space_.get(); }
   bool isAttribute() const { return attr_; }
   const H5File* file() const { return f_; }
+  hid_t owner() const { return owner_; }                       // attributes: the object holding it
+  const std::string& attributeName() const { return attr_name_; }  // attributes: its name
 
  private:
   Array(const H5File& f, std::string name, bool attr) : f_(&f), name_(std::move(name)), attr_(attr) {}
@@ -360,6 +365,8 @@ class Array {
   const H5File* f_;
   std::string name_;
   bool attr_;
+  hid_t owner_ = -1;  // not owned: the caller keeps the object open while the attribute is read
+  std::string attr_name_;
   Id id_, type_, space_;
   std::vector<hsize_t> dims_;
   int64_t size_ = 0;
@@ -434,19 +441,12 @@ const std::map<uint32_t, uint64_t>& heapCollection(const H5File& f, uint64_t add
   return f.heaps.emplace(addr, std::move(objects)).first->second;
 }
 
-// libhdf5 1.10 trusts a global heap collection's object table (where variable-length strings live):
-// a corrupt size or index makes it copy out of bounds. So before a contiguous string dataset is read,
-// every element's heap reference (4-byte length, address, 4-byte index, as the format stores it) is
-// checked against the collection. Chunked and compact datasets and attributes offer no raw access
-// and stay with libhdf5's own checks.
-void checkHeapReferences(const H5File& f, const Array& a) {
-  const haddr_t offset = H5Dget_offset(a.id());
-  if (offset == HADDR_UNDEF) {
-    H5Eclear2(H5E_DEFAULT);
-    return;
-  }
+// libhdf5 1.10 trusts a global heap collection's object table (where variable-length strings live)
+// and the heap references that point into it: a corrupt size or index makes it copy out of bounds.
+// So before variable-length strings are read, every element's reference (4-byte length, address,
+// 4-byte index, as the format stores it) is checked against the collection. `raw` holds them.
+void checkHeapReferences(const H5File& f, const Array& a, const std::string& raw) {
   const size_t element = 4 + f.sizeof_addr + 4;
-  const std::string raw = f.readBytes(f.base + offset, static_cast<uint64_t>(a.size()) * element, a.name());
   for (int64_t i = 0; i < a.size(); ++i) {
     const char* p = raw.data() + i * element;
     const uint64_t length = littleEndian(p, 4);
@@ -462,6 +462,104 @@ void checkHeapReferences(const H5File& f, const Array& a) {
   }
 }
 
+// The raw references of a contiguous dataset, read from the file; nullopt for chunked and compact
+// datasets, which offer no raw access and stay with libhdf5's own checks.
+std::optional<std::string> rawDatasetReferences(const H5File& f, const Array& a) {
+  const haddr_t offset = H5Dget_offset(a.id());
+  if (offset == HADDR_UNDEF) {
+    H5Eclear2(H5E_DEFAULT);
+    return std::nullopt;
+  }
+  return f.readBytes(f.base + offset, static_cast<uint64_t>(a.size()) * (4 + f.sizeof_addr + 4), a.name());
+}
+
+// The raw references of an attribute, found in its owner's object header, which is parsed as the
+// HDF5 file format specification lays it out (version 1 and 2 headers, continuation chunks, attribute
+// messages of versions 1 to 3), every read bounds-checked. h5py and anndata store attributes there
+// (compact storage); nullopt when the header holds no such message (dense attribute storage, shared
+// messages, HDF5 >= 1.12 whose object addresses are tokens), which stays with libhdf5's checks.
+std::optional<std::string> rawAttributeReferences(const H5File& f, const Array& a) {
+#if H5_VERSION_GE(1, 12, 0)
+  return std::nullopt;
+#else
+  H5O_info_t info;
+  if (H5Oget_info2(a.owner(), &info, H5O_INFO_BASIC) < 0) f.failHdf5("cannot locate the object of " + a.name());
+  const std::string what = a.name() + "'s object header";
+  const auto corrupt = [&](const char* why) {
+    a.fail(fmt::format("has a corrupt object header ({}); the file is corrupt: re-create or re-download it", why));
+  };
+  const uint64_t start = f.base + info.addr;
+  const std::string prefix = f.readBytes(start, std::min<uint64_t>(34, f.file_size - std::min(start, f.file_size)), what);
+  const auto byte = [&](const std::string& b, uint64_t at) -> uint64_t {
+    if (at >= b.size()) corrupt("a field lies beyond its chunk");
+    return static_cast<unsigned char>(b[at]);
+  };
+  const auto field = [&](const std::string& b, uint64_t at, size_t n) {
+    if (at > b.size() || n > b.size() - at) corrupt("a field lies beyond its chunk");
+    return littleEndian(b.data() + at, n);
+  };
+  const bool v2 = prefix.compare(0, 4, "OHDR") == 0;
+  size_t message_header = 8;
+  std::vector<std::pair<uint64_t, uint64_t>> chunks;  // [begin, end) in the file, messages only
+  if (v2) {
+    if (byte(prefix, 4) != 2) corrupt("unknown version");
+    const uint64_t flags = byte(prefix, 5);
+    uint64_t p = 6 + ((flags & 0x20) ? 16 : 0) + ((flags & 0x10) ? 4 : 0);
+    const size_t width = size_t{1} << (flags & 3);
+    const uint64_t size = field(prefix, p, width);
+    p += width;
+    message_header = (flags & 0x04) ? 6 : 4;
+    chunks.emplace_back(start + p, start + p + size);
+  } else {
+    if (byte(prefix, 0) != 1) corrupt("unknown version");
+    chunks.emplace_back(start + 16, start + 16 + field(prefix, 8, 4));
+  }
+  const size_t element = 4 + f.sizeof_addr + 4;
+  const uint64_t data_bytes = static_cast<uint64_t>(a.size()) * element;
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    if (c >= 256) corrupt("too many continuation chunks");
+    const auto [begin, end] = chunks[c];
+    if (end < begin) corrupt("a chunk of negative size");
+    std::string b = f.readBytes(begin, end - begin, what);
+    uint64_t p = 0;
+    if (v2 && c > 0) {  // continuation chunks: signature, messages, checksum
+      if (b.compare(0, 4, "OCHK") != 0 || b.size() < 8) corrupt("a continuation chunk without its signature");
+      p = 4;
+      b.resize(b.size() - 4);
+    }
+    while (p + message_header <= b.size()) {
+      const uint64_t type = v2 ? byte(b, p) : field(b, p, 2);
+      const uint64_t size = v2 ? field(b, p + 1, 2) : field(b, p + 2, 2);
+      const uint64_t flags = v2 ? byte(b, p + 3) : byte(b, p + 4);
+      const uint64_t data = p + message_header;
+      if (size > b.size() - data) corrupt("a message beyond its chunk");
+      if (type == 0x10) {  // continuation: address and length of the next chunk
+        const uint64_t addr = field(b, data, f.sizeof_addr), length = field(b, data + f.sizeof_addr, f.sizeof_size);
+        if (addr > f.file_size || length > f.file_size) corrupt("a continuation beyond the file");
+        chunks.emplace_back(f.base + addr, f.base + addr + length);
+      } else if (type == 0x0C && !(flags & 0x02)) {  // an attribute (not a shared message)
+        const uint64_t version = byte(b, data);
+        if (version < 1 || version > 3) corrupt("unknown attribute message version");
+        const uint64_t name_size = field(b, data + 2, 2), type_size = field(b, data + 4, 2),
+                       space_size = field(b, data + 6, 2);
+        const auto pad = [&](uint64_t n) { return version == 1 ? (n + 7) / 8 * 8 : n; };
+        const uint64_t name_at = data + (version == 3 ? 9 : 8);
+        const uint64_t values_at = name_at + pad(name_size) + pad(type_size) + pad(space_size);
+        if (name_at > data + size || name_size > data + size - name_at) corrupt("an attribute name beyond its message");
+        const std::string name(b.data() + name_at, strnlen(b.data() + name_at, name_size));
+        if (name == a.attributeName()) {
+          if (values_at > data + size || data_bytes > data + size - values_at)
+            corrupt("attribute values beyond their message");
+          return b.substr(values_at, data_bytes);
+        }
+      }
+      p = data + size;
+    }
+  }
+  return std::nullopt;
+#endif
+}
+
 std::vector<std::string> readStrings(const Array& a) {
   if (a.typeClass() != H5T_STRING) a.fail("has dtype " + a.dtype() + " where strings were expected");
   const size_t n = static_cast<size_t>(a.size());
@@ -470,7 +568,8 @@ std::vector<std::string> readStrings(const Array& a) {
     Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(mem.get(), H5T_VARIABLE);
     H5Tset_cset(mem.get(), H5Tget_cset(a.type()));  // HDF5 does not convert between character sets
-    if (!a.isAttribute()) checkHeapReferences(*a.file(), a);
+    const auto raw = a.isAttribute() ? rawAttributeReferences(*a.file(), a) : rawDatasetReferences(*a.file(), a);
+    if (raw) checkHeapReferences(*a.file(), a, *raw);
     std::vector<char*> ptrs(n, nullptr);
     // The library allocates the strings (also when the read fails half-way): always give them back.
     struct Reclaim {
@@ -1338,7 +1437,12 @@ AnnData readH5ad(const std::string& path, const H5adReadOptions& options) {
   const bool raw = options.matrix == "raw/X";
   AnnData a;
   a.source = path;
-  a.X = readMatrix(m);
+  if (options.matrix_values) {
+    a.X = readMatrix(m);
+  } else {
+    a.X.rows = m.rows;
+    a.X.cols = m.cols;
+  }
   a.obs = readFrame(f, "obs", a.X.rows);
   a.var = readFrame(f, raw ? "raw/var" : "var", a.X.cols);
   if (options.obsm) {

@@ -27,6 +27,9 @@ struct H5adReadOptions {
   std::string matrix = "X";
   // Also load the dense obsm/varm entries (sparse or dataframe entries are skipped with a debug log).
   bool obsm = true;
+  // false: read only the tables; X gets the matrix's shape but no entries (indptr stays empty), for
+  // tools that stream the matrix itself with H5adRowReader.
+  bool matrix_values = true;
 };
 
 AnnData readH5ad(const std::string& path, const H5adReadOptions& options = {});

@@ -7,21 +7,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <limits>
 #include <random>
 #include <stdexcept>
 
 namespace latentcell::data {
 namespace {
-
-// Uniform integer in [0, n) by rejection; std::uniform_int_distribution is implementation-defined,
-// and the subsets must be the same with every standard library.
-uint64_t uniformBelow(std::mt19937_64& rng, uint64_t n) {
-  const uint64_t limit = std::numeric_limits<uint64_t>::max() - std::numeric_limits<uint64_t>::max() % n;
-  uint64_t r;
-  do r = rng(); while (r >= limit);
-  return r % n;
-}
 
 void checkOptions(const TokenizerOptions& o) {
   if (o.context_length < 1)
@@ -62,10 +52,15 @@ Tokens tokenize(const CsrMatrix& counts, const TokenizerOptions& options, const 
   const int64_t n = rows.empty() ? counts.rows : static_cast<int64_t>(rows.size());
   if (options.mode == TokenMode::All && counts.cols > ctx) panelTooLarge(counts.cols, ctx);
 
-  at::Tensor ids = at::zeros({n, ctx}, at::kLong);
-  at::Tensor vals = at::zeros({n, ctx}, at::kFloat);
+  // Plain loops, no ATen kernels: loader threads tokenise, and ATen's intra-op pool (OpenMP) run
+  // from several threads on a loaded machine oversubscribes the cores badly.
+  at::Tensor ids = at::empty({n, ctx}, at::kLong);  // [cells, context]
+  at::Tensor vals = at::empty({n, ctx}, at::kFloat);
+  at::Tensor pad = at::empty({n, ctx}, at::kBool);
   int64_t* id_ptr = ids.data_ptr<int64_t>();
   float* val_ptr = vals.data_ptr<float>();
+  std::fill_n(id_ptr, n * ctx, 0);
+  std::fill_n(val_ptr, n * ctx, 0.0f);
   std::vector<std::pair<int32_t, float>> genes;  // (gene, count) of one cell
   for (int64_t i = 0; i < n; ++i) {
     const int64_t cell = rows.empty() ? i : rows[i];
@@ -94,7 +89,7 @@ Tokens tokenize(const CsrMatrix& counts, const TokenizerOptions& options, const 
         case Truncation::Random: {
           std::mt19937_64 rng(core::splitMix64(options.seed ^ core::splitMix64(static_cast<uint64_t>(cell))));
           for (int64_t k = 0; k < ctx; ++k)  // partial Fisher-Yates: the first ctx are a uniform subset
-            std::swap(genes[k], genes[k + uniformBelow(rng, static_cast<uint64_t>(expressed - k))]);
+            std::swap(genes[k], genes[k + core::uniformBelow(rng, static_cast<uint64_t>(expressed - k))]);
           break;
         }
       }
@@ -106,7 +101,9 @@ Tokens tokenize(const CsrMatrix& counts, const TokenizerOptions& options, const 
       out_val[k] = genes[k].second;
     }
   }
-  return {ids, vals, ids.eq(0)};
+  bool* pad_ptr = pad.data_ptr<bool>();
+  for (int64_t k = 0; k < n * ctx; ++k) pad_ptr[k] = id_ptr[k] == 0;
+  return {ids, vals, pad};
 }
 
 Tokens tokenizeDense(const at::Tensor& counts, const TokenizerOptions& options, int64_t first_cell) {

@@ -340,10 +340,6 @@ TEST(Trainer, SigkillDuringCheckpointWriteKeepsPreviousCheckpoint) {
   EXPECT_TRUE(m.latest()->ends_with("step-00000060")) << *m.latest();
 }
 
-TEST(TensorBoard, Crc32cKnownAnswer) {
-  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);  // the CRC-32C check value
-}
-
 // The metrics of a run parse as JSONL, and its TensorBoard file is read back by tensorboard's own
 // event loader with the same values.
 TEST(TensorBoard, RunMetricsReadBackByTensorboard) {

@@ -1,15 +1,22 @@
-// `latentcell data <tool>`: tools for h5ad files. Each tool is one add*Tool function registering a
-// sub-subcommand of `data`, so further tools (convert, ...) slot in beside `inspect`.
+// `latentcell data <tool>`: tools for h5ad files and shard directories. Each tool is one add*Tool
+// function registering a sub-subcommand of `data`.
 //
 // `data inspect FILE`: what a user needs to know before training on a file: its shape, how X is
 // stored (CSR/CSC/dense, on-disk dtype) and whether it holds whole numbers (raw counts), and each
-// obs/var column with its kind and, for label-like columns, the count of every value.
+// obs/var column with its kind and, for label-like columns, the count of every value. Given a shard
+// directory it opens it (verifying every checksum) and prints its shape, dtypes and groups.
+//
+// `data convert IN.h5ad OUT_DIR`: the sharded on-disk format (data/ShardDataset.h) for fast
+// shuffled and condition-grouped loading.
 #include "data/H5ad.h"
+#include "data/ShardConvert.h"
+#include "data/ShardDataset.h"
 #include "train/Commands.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <iostream>
 #include <map>
@@ -93,6 +100,24 @@ std::string describeFrame(const char* what, const data::DataFrame& df) {
   return out;
 }
 
+std::string describeShards(const data::ShardDataset& d) {
+  std::string out;
+  out += fmt::format("shards   {} ({} files, checksums verified)\n", d.dir(), d.shards());
+  out += fmt::format("source   {}\n", d.source());
+  out += fmt::format("n_obs    {}\n", d.cells());
+  out += fmt::format("n_vars   {}\n", d.genes());
+  out += fmt::format("nnz      {}\n", d.nnz());
+  out += fmt::format("values   {}, whole numbers: {}\n", data::dtypeName(d.valueDtype()), d.wholeNumbers() ? "yes" : "no");
+  std::string context;
+  for (const auto& c : d.contextColumns()) context += (context.empty() ? "" : ", ") + c;
+  out += fmt::format("groups   {} (condition: {}, control: {}, context: {})\n", d.groups().size(),
+                     d.conditionColumn().empty() ? "none" : d.conditionColumn(),
+                     d.controlLabel().empty() ? "none" : d.controlLabel(), context.empty() ? "none" : context);
+  out += fmt::format("obs columns: {}\n", d.obs().size());
+  for (const auto& c : d.obs()) out += fmt::format("  {}  {} categories\n", c.name, c.categories.size());
+  return out;
+}
+
 Command addInspectTool(CLI::App& data_app) {
   struct Args {
     std::string file;
@@ -100,10 +125,15 @@ Command addInspectTool(CLI::App& data_app) {
   };
   auto args = std::make_shared<Args>();
   Command cmd;
-  cmd.app = data_app.add_subcommand("inspect", "Summarise an h5ad file: shape, storage, counts check, obs/var columns");
-  cmd.app->add_option("file", args->file, "the .h5ad file")->required();
+  cmd.app = data_app.add_subcommand(
+      "inspect", "Summarise an h5ad file (shape, storage, counts check, obs/var columns) or a shard directory");
+  cmd.app->add_option("file", args->file, "the .h5ad file or shard directory")->required();
   cmd.app->add_option("--matrix", args->matrix, "matrix to inspect: X, layers/<name> or raw/X")->capture_default_str();
   cmd.run = [args] {
+    if (std::filesystem::is_directory(args->file)) {
+      std::cout << describeShards(data::ShardDataset(args->file));
+      return 0;
+    }
     const auto info = data::inspectH5ad(args->file, args->matrix);
     data::H5adReadOptions options;
     options.matrix = args->matrix;
@@ -131,14 +161,49 @@ Command addInspectTool(CLI::App& data_app) {
   return cmd;
 }
 
+Command addConvertTool(CLI::App& data_app) {
+  struct Args {
+    std::string in, out;
+    data::ShardConvertOptions options;
+  };
+  auto args = std::make_shared<Args>();
+  auto& o = args->options;
+  Command cmd;
+  cmd.app = data_app.add_subcommand("convert", "Convert an h5ad file to memory-mapped CSR shards for fast loading");
+  cmd.app->add_option("in", args->in, "the .h5ad file")->required();
+  cmd.app->add_option("out", args->out, "output directory (must not exist, or be empty)")->required();
+  cmd.app->add_option("--matrix", o.matrix, "counts to convert: X, layers/<name> or raw/X")->capture_default_str();
+  cmd.app->add_option("--condition", o.condition, "obs column grouping cells into contiguous ranges, e.g. perturbation");
+  cmd.app->add_option("--control", o.control, "control label of the condition column, e.g. control");
+  cmd.app->add_option("--context", o.context,
+                      "obs columns the matched control cells share with a condition, e.g. cell_type,batch")
+      ->delimiter(',');
+  cmd.app->add_option("--obs", o.obs, "obs columns to store besides the grouping ones (default: every categorical)")
+      ->delimiter(',');
+  cmd.app->add_option("--shard-cells", o.shard_cells, "cells per shard file")->capture_default_str();
+  cmd.app->add_option("--chunk-cells", o.chunk_cells, "cells read from the h5ad at a time")->capture_default_str();
+  cmd.app->add_option("--seed", o.seed, "seed of the cell order within groups")->capture_default_str();
+  cmd.app->add_flag("--float-values", o.float_values, "store float32 values even when uint16 holds them exactly");
+  cmd.run = [args] {
+    const auto r = data::convertH5adToShards(args->in, args->out, args->options);
+    std::cout << fmt::format(
+        "wrote {}: {} cells x {} genes, {} entries in {} shards ({} indices, {} values), {} groups, {:.1f} MiB\n",
+        args->out, r.cells, r.genes, r.nnz, r.shards, data::dtypeName(r.indices), data::dtypeName(r.values), r.groups,
+        static_cast<double>(r.bytes) / (1 << 20));
+    return 0;
+  };
+  return cmd;
+}
+
 }  // namespace
 
 Command addDataCommand(CLI::App& parent) {
   Command cmd;
-  cmd.app = parent.add_subcommand("data", "Tools for h5ad files (inspect)");
+  cmd.app = parent.add_subcommand("data", "Tools for h5ad files and shard directories (inspect, convert)");
   cmd.app->require_subcommand(1);
   auto tools = std::make_shared<std::vector<Command>>();
   tools->push_back(addInspectTool(*cmd.app));
+  tools->push_back(addConvertTool(*cmd.app));
   cmd.run = [tools] {
     for (const auto& tool : *tools)
       if (tool.app->parsed()) return tool.run();

@@ -4,9 +4,10 @@
 // 1 = 64-bit, 2 = length-delimited, 5 = 32-bit; little-endian fixed-width values.
 #include "train/TensorBoardWriter.h"
 
+#include "core/Crc32c.h"
+
 #include <fmt/format.h>
 
-#include <array>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -16,16 +17,6 @@
 
 namespace latentcell::train {
 namespace {
-
-std::array<uint32_t, 256> makeCrcTable() {
-  std::array<uint32_t, 256> table{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;  // reflected Castagnoli
-    table[i] = c;
-  }
-  return table;
-}
 
 void putVarint(std::string& out, uint64_t v) {
   while (v >= 0x80) {
@@ -64,16 +55,8 @@ std::string eventHeader(int64_t step) {
 
 }  // namespace
 
-uint32_t crc32c(const void* data, size_t size) {
-  static const auto table = makeCrcTable();
-  const auto* p = static_cast<const uint8_t*>(data);
-  uint32_t c = 0xFFFFFFFFu;
-  for (size_t i = 0; i < size; ++i) c = table[(c ^ p[i]) & 0xff] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
 uint32_t maskedCrc32c(const void* data, size_t size) {
-  const uint32_t c = crc32c(data, size);
+  const uint32_t c = core::crc32c(data, size);
   return ((c >> 15) | (c << 17)) + 0xa282ead8u;
 }
 

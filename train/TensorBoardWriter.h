@@ -3,8 +3,7 @@
 // An event file is a TFRecord stream of serialized `Event` protos. Scalars need only three message
 // types (Event{wall_time, step, file_version | summary}, Summary{value}, Value{tag, simple_value}),
 // so they are encoded by hand instead of pulling protobuf and TensorFlow's .proto files into the
-// build. Records carry masked CRC-32C checksums; Debian ships no C/C++ CRC-32C library, so the
-// table-driven checksum lives here.
+// build. Records carry masked CRC-32C checksums (core/Crc32c.h).
 #pragma once
 
 #include <cstdint>
@@ -27,8 +26,7 @@ class TensorBoardWriter {
   std::ofstream out_;
 };
 
-// CRC-32C (Castagnoli) of `data`, and TFRecord's masked form of it.
-uint32_t crc32c(const void* data, size_t size);
+// TFRecord's masked form of the CRC-32C of `data`.
 uint32_t maskedCrc32c(const void* data, size_t size);
 
 }  // namespace latentcell::train
