@@ -27,6 +27,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 
 namespace latentcell::data {
@@ -138,6 +139,7 @@ struct H5File {
   uint64_t base = 0, file_size = 0;
   size_t sizeof_addr = 8, sizeof_size = 8;
   mutable std::map<uint64_t, std::map<uint32_t, uint64_t>> heaps;  // checked collections: index -> size
+  mutable std::set<uint64_t> checked_headers;                      // object headers whose attributes passed
 
   // `n` raw bytes at file offset `offset`, which must lie within the file.
   std::string readBytes(uint64_t offset, uint64_t n, const std::string& what) const {
@@ -249,6 +251,8 @@ hid_t nativeType() {
   else static_assert(sizeof(T) == 0, "no HDF5 type for T");
 }
 
+void checkAttributeMessages(const H5File& f, hid_t obj, const std::string& owner);  // see "object headers"
+
 // A dataset or an attribute: both are typed arrays with a dataspace and are read the same way.
 class Array {
  public:
@@ -268,6 +272,7 @@ class Array {
     Array a(f, owner + " attribute '" + attr + "'", true);
     a.owner_ = obj;
     a.attr_name_ = attr;
+    checkAttributeMessages(f, obj, owner);
     const hid_t id = H5Aopen(obj, attr.c_str(), H5P_DEFAULT);
     if (id < 0) f.failHdf5("cannot open " + a.name_);
     a.id_ = Id(id, H5Aclose);
@@ -473,23 +478,42 @@ std::optional<std::string> rawDatasetReferences(const H5File& f, const Array& a)
   return f.readBytes(f.base + offset, static_cast<uint64_t>(a.size()) * (4 + f.sizeof_addr + 4), a.name());
 }
 
-// The raw references of an attribute, found in its owner's object header, which is parsed as the
-// HDF5 file format specification lays it out (version 1 and 2 headers, continuation chunks, attribute
-// messages of versions 1 to 3), every read bounds-checked. h5py and anndata store attributes there
-// (compact storage); nullopt when the header holds no such message (dense attribute storage, shared
-// messages, HDF5 >= 1.12 whose object addresses are tokens), which stays with libhdf5's checks.
-std::optional<std::string> rawAttributeReferences(const H5File& f, const Array& a) {
+// ---- object headers -------------------------------------------------------------------------
+//
+// libhdf5 1.10 decodes attribute messages without checking that their fields fit the message (found
+// by fuzz_h5ad: a heap overflow inside H5Aexists; libhdf5 2.0 reports "ran off end of input buffer"),
+// and it has no API for an attribute's raw data. So latentcell reads the object headers of the
+// objects whose attributes it uses itself, as the HDF5 file format specification lays them out
+// (version 1 and 2 headers, continuation chunks, attribute messages of versions 1 to 3), every read
+// bounds-checked: attribute messages whose name, datatype or dataspace run past the message are
+// rejected before libhdf5 sees them, and the heap references of string attributes are found there.
+// Attributes in dense storage (a fractal heap: objects with many attributes, which h5py and anndata
+// do not write) and shared messages are left to libhdf5. HDF5 >= 1.12 addresses objects by tokens
+// and checks its own decoding, so there the headers are not read.
+
+// An attribute message's name and where its values start, inside its object header chunk.
+struct AttributeMessage {
+  std::string name;
+  uint64_t values_at = 0, end = 0;  // offsets in the chunk
+};
+
+// Calls `visit(chunk, message)` for every attribute message of the object header of `obj`; stops
+// when it returns true. Corrupt framing throws, naming `owner`.
+template <typename Visit>
+void visitAttributeMessages(const H5File& f, hid_t obj, const std::string& owner, Visit&& visit) {
 #if H5_VERSION_GE(1, 12, 0)
-  return std::nullopt;
+  return;
 #else
   H5O_info_t info;
-  if (H5Oget_info2(a.owner(), &info, H5O_INFO_BASIC) < 0) f.failHdf5("cannot locate the object of " + a.name());
-  const std::string what = a.name() + "'s object header";
+  if (H5Oget_info2(obj, &info, H5O_INFO_BASIC) < 0) f.failHdf5("cannot locate the object header of " + owner);
+  const std::string what = owner + "'s object header";
   const auto corrupt = [&](const char* why) {
-    a.fail(fmt::format("has a corrupt object header ({}); the file is corrupt: re-create or re-download it", why));
+    f.fail(fmt::format("{} has a corrupt object header ({}); the file is corrupt: re-create or re-download it", owner,
+                       why));
   };
   const uint64_t start = f.base + info.addr;
-  const std::string prefix = f.readBytes(start, std::min<uint64_t>(34, f.file_size - std::min(start, f.file_size)), what);
+  if (start >= f.file_size) corrupt("it lies beyond the end of the file");
+  const std::string prefix = f.readBytes(start, std::min<uint64_t>(34, f.file_size - start), what);
   const auto byte = [&](const std::string& b, uint64_t at) -> uint64_t {
     if (at >= b.size()) corrupt("a field lies beyond its chunk");
     return static_cast<unsigned char>(b[at]);
@@ -514,8 +538,6 @@ std::optional<std::string> rawAttributeReferences(const H5File& f, const Array& 
     if (byte(prefix, 0) != 1) corrupt("unknown version");
     chunks.emplace_back(start + 16, start + 16 + field(prefix, 8, 4));
   }
-  const size_t element = 4 + f.sizeof_addr + 4;
-  const uint64_t data_bytes = static_cast<uint64_t>(a.size()) * element;
   for (size_t c = 0; c < chunks.size(); ++c) {
     if (c >= 256) corrupt("too many continuation chunks");
     const auto [begin, end] = chunks[c];
@@ -523,7 +545,7 @@ std::optional<std::string> rawAttributeReferences(const H5File& f, const Array& 
     std::string b = f.readBytes(begin, end - begin, what);
     uint64_t p = 0;
     if (v2 && c > 0) {  // continuation chunks: signature, messages, checksum
-      if (b.compare(0, 4, "OCHK") != 0 || b.size() < 8) corrupt("a continuation chunk without its signature");
+      if (b.size() < 8 || b.compare(0, 4, "OCHK") != 0) corrupt("a continuation chunk without its signature");
       p = 4;
       b.resize(b.size() - 4);
     }
@@ -532,32 +554,65 @@ std::optional<std::string> rawAttributeReferences(const H5File& f, const Array& 
       const uint64_t size = v2 ? field(b, p + 1, 2) : field(b, p + 2, 2);
       const uint64_t flags = v2 ? byte(b, p + 3) : byte(b, p + 4);
       const uint64_t data = p + message_header;
-      if (size > b.size() - data) corrupt("a message beyond its chunk");
+      if (size > b.size() - data) corrupt("a message runs past its chunk");
       if (type == 0x10) {  // continuation: address and length of the next chunk
         const uint64_t addr = field(b, data, f.sizeof_addr), length = field(b, data + f.sizeof_addr, f.sizeof_size);
         if (addr > f.file_size || length > f.file_size) corrupt("a continuation beyond the file");
         chunks.emplace_back(f.base + addr, f.base + addr + length);
       } else if (type == 0x0C && !(flags & 0x02)) {  // an attribute (not a shared message)
         const uint64_t version = byte(b, data);
-        if (version < 1 || version > 3) corrupt("unknown attribute message version");
+        if (version < 1 || version > 3) corrupt("an attribute message of unknown version");
+        if (size < 8) corrupt("an attribute message shorter than its fields");
         const uint64_t name_size = field(b, data + 2, 2), type_size = field(b, data + 4, 2),
                        space_size = field(b, data + 6, 2);
         const auto pad = [&](uint64_t n) { return version == 1 ? (n + 7) / 8 * 8 : n; };
+        AttributeMessage m;
+        m.end = data + size;
         const uint64_t name_at = data + (version == 3 ? 9 : 8);
-        const uint64_t values_at = name_at + pad(name_size) + pad(type_size) + pad(space_size);
-        if (name_at > data + size || name_size > data + size - name_at) corrupt("an attribute name beyond its message");
-        const std::string name(b.data() + name_at, strnlen(b.data() + name_at, name_size));
-        if (name == a.attributeName()) {
-          if (values_at > data + size || data_bytes > data + size - values_at)
-            corrupt("attribute values beyond their message");
-          return b.substr(values_at, data_bytes);
-        }
+        m.values_at = name_at + pad(name_size) + pad(type_size) + pad(space_size);
+        if (name_size == 0 || m.values_at > m.end) corrupt("an attribute's name, type or shape runs past its message");
+        const size_t name_length = strnlen(b.data() + name_at, name_size);
+        if (name_length == name_size) corrupt("an attribute name without its terminating NUL");
+        m.name.assign(b.data() + name_at, name_length);
+        if (visit(b, m)) return;
       }
       p = data + size;
     }
   }
-  return std::nullopt;
 #endif
+}
+
+// Checks the framing of the attribute messages of `obj` before libhdf5 decodes them; each object
+// header is read once per file.
+void checkAttributeMessages(const H5File& f, hid_t obj, const std::string& owner) {
+#if !H5_VERSION_GE(1, 12, 0)
+  H5O_info_t info;
+  if (H5Oget_info2(obj, &info, H5O_INFO_BASIC) < 0) f.failHdf5("cannot locate the object header of " + owner);
+  if (!f.checked_headers.insert(info.addr).second) return;
+  visitAttributeMessages(f, obj, owner, [](const std::string&, const AttributeMessage&) { return false; });
+#endif
+}
+
+// H5Aexists after checkAttributeMessages.
+bool hasAttribute(const H5File& f, hid_t obj, const std::string& owner, const char* attr) {
+  checkAttributeMessages(f, obj, owner);
+  const htri_t r = H5Aexists(obj, attr);
+  if (r < 0) H5Eclear2(H5E_DEFAULT);
+  return r > 0;
+}
+
+// The raw heap references of a string attribute, from its owner's object header; nullopt when the
+// header holds no such message (see above).
+std::optional<std::string> rawAttributeReferences(const H5File& f, const Array& a) {
+  const uint64_t data_bytes = static_cast<uint64_t>(a.size()) * (4 + f.sizeof_addr + 4);
+  std::optional<std::string> raw;
+  visitAttributeMessages(f, a.owner(), a.name(), [&](const std::string& chunk, const AttributeMessage& m) {
+    if (m.name != a.attributeName()) return false;
+    if (data_bytes > m.end - m.values_at) a.fail("has more values than its message holds; the file is corrupt");
+    raw = chunk.substr(m.values_at, data_bytes);
+    return true;
+  });
+  return raw;
 }
 
 std::vector<std::string> readStrings(const Array& a) {
@@ -643,7 +698,7 @@ std::vector<std::string> readText(const Array& a) {
 }
 
 std::optional<std::string> stringAttr(const H5File& f, hid_t obj, const std::string& owner, const char* attr) {
-  if (H5Aexists(obj, attr) <= 0) return std::nullopt;
+  if (!hasAttribute(f, obj, owner, attr)) return std::nullopt;
   const Array a = Array::attribute(f, obj, attr, owner);
   const auto v = readStrings(a);
   if (v.size() != 1) a.fail(fmt::format("holds {} strings where one was expected", v.size()));
@@ -651,7 +706,7 @@ std::optional<std::string> stringAttr(const H5File& f, hid_t obj, const std::str
 }
 
 std::optional<bool> boolAttr(const H5File& f, hid_t obj, const std::string& owner, const char* attr) {
-  if (H5Aexists(obj, attr) <= 0) return std::nullopt;
+  if (!hasAttribute(f, obj, owner, attr)) return std::nullopt;
   const Array a = Array::attribute(f, obj, attr, owner);
   const auto v = readBools(a);
   if (v.size() != 1) a.fail(fmt::format("holds {} values where one boolean was expected", v.size()));
@@ -736,8 +791,8 @@ Matrix openMatrix(const H5File& f, const std::string& name) {
     if (encoding == "csr_matrix") m.storage = H5adStorage::Csr;
     else if (encoding == "csc_matrix") m.storage = H5adStorage::Csc;
     else failEncoding(f, name, encoding, "csr_matrix, csc_matrix, dense array");
-    const char* shape_attr = H5Aexists(obj.get(), "shape") > 0 ? "shape" : "h5sparse_shape";
-    if (H5Aexists(obj.get(), shape_attr) <= 0) f.fail(name + " has no 'shape' attribute; the sparse matrix group is incomplete");
+    const char* shape_attr = hasAttribute(f, obj.get(), name, "shape") ? "shape" : "h5sparse_shape";
+    if (!hasAttribute(f, obj.get(), name, shape_attr)) f.fail(name + " has no 'shape' attribute; the sparse matrix group is incomplete");
     const Array shape_array = Array::attribute(f, obj.get(), shape_attr, name);
     const auto shape = readNumbers<int64_t>(shape_array);
     if (shape.size() != 2 || shape[0] < 0 || shape[1] < 0)
@@ -1000,7 +1055,7 @@ Column readColumn(const H5File& f, hid_t frame, const std::string& key, const st
       failEncoding(f, name, encoding,
                    "categorical, string-array, array, nullable-integer, nullable-boolean, nullable-string-array");
     const Array a = Array::dataset(f, std::move(obj), name);
-    c = H5Aexists(a.id(), "categories") > 0 ? readOldCategorical(f, a, name) : readPlainColumn(a);
+    c = hasAttribute(f, a.id(), name, "categories") ? readOldCategorical(f, a, name) : readPlainColumn(a);
   }
   if (c.size() != rows)
     f.fail(fmt::format("{} has {} values but the frame has {} rows; the file is corrupt", name, c.size(), rows));
@@ -1029,7 +1084,7 @@ DataFrame readFrame(const H5File& f, const std::string& name, int64_t rows) {
     f.fail(fmt::format("{} has {} rows but the matrix has {}; the file is corrupt (shapes of X and {} disagree)", name,
                        df.index.size(), rows, name));
   std::vector<std::string> order;
-  if (H5Aexists(g.get(), "column-order") > 0) {
+  if (hasAttribute(f, g.get(), name, "column-order")) {
     const Array a = Array::attribute(f, g.get(), "column-order", name);
     if (a.typeClass() == H5T_STRING) order = readStrings(a);
     else if (a.size() != 0) a.fail("is neither a list of names nor empty; the file layout is not h5ad");

@@ -5,7 +5,8 @@
 //
 // libhdf5 itself is not instrumented: the fuzzer steers by coverage of latentcell's reader, and
 // mutations reach libhdf5's own parsing as they come. Its leaks on failed opens are suppressed
-// (fuzz/lsan.supp); a crash anywhere, libhdf5 included, fails the run.
+// (fuzz/lsan.supp); a crash anywhere, libhdf5 included, fails the run. Inputs that once crashed
+// inside libhdf5 are kept in fuzz/regressions/h5ad/ (docs/data.md, "Fuzzing").
 #include "data/H5ad.h"
 
 #include <algorithm>

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Seed corpora for the fuzz targets, made with the latentcell binary itself:
-#   OUT/h5ad/    small simulated h5ad files (CSR counts, categorical obs, varm, uns)
+#   OUT/h5ad/    small simulated h5ad files (CSR counts, categorical obs, varm, uns), and the inputs in
+#                fuzz/regressions/h5ad/ that once crashed the reader (inside libhdf5 1.10.8), so that
+#                every run replays them
 #   OUT/shards/  one-shard directories from `latentcell data convert` of those files, packed as
 #                fuzz_shards reads them: flags byte, index length (uint32 LE), index.lcs, shard-00000.lcs;
 #                each under the four flag values (checksums fixed or not, verified or not)
@@ -34,4 +36,5 @@ for spec in "12 6 2 1 1" "30 9 1 2 2" "8 70 1 1 1"; do
   done
   i=$((i + 1))
 done
+cp "$(dirname "$0")"/regressions/h5ad/*.h5ad "$out/h5ad/"
 echo "seed corpora in $out: $(ls "$out/h5ad" | wc -l) h5ad, $(ls "$out/shards" | wc -l) shard inputs"

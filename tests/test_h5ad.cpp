@@ -663,6 +663,31 @@ TEST(H5adErrors, CorruptGlobalHeapObjectsAreCaught) {
   expectError([&] { H5adRowReader reader(bad); }, bad, {"attribute 'encoding-type'", "missing global heap object"});
 }
 
+// An attribute message whose name runs past the message (found by fuzz_h5ad: libhdf5 1.10 decodes it
+// without bounds and overflows inside H5Aexists) is rejected before libhdf5 decodes it.
+TEST(H5adErrors, CorruptAttributeMessagesAreCaught) {
+  TempDir dir;
+  const auto path = dir.file("good.h5ad");
+  writeH5ad(sampleAnnData(), path);
+  std::string bytes = readFile(path);
+  // Every attribute named encoding-type; libhdf5 1.10 writes version-1 messages: version, reserved,
+  // name size (2 bytes), datatype size, dataspace size, then the name. X is the first object whose
+  // attributes are read.
+  const std::string attr = "encoding-type";
+  int corrupted = 0;
+  for (size_t at = bytes.find(attr); at != std::string::npos; at = bytes.find(attr, at + 1)) {
+    if (bytes[at - 8] != 1 || static_cast<unsigned char>(bytes[at - 6]) != attr.size() + 1) continue;
+    bytes[at - 6] = bytes[at - 5] = '\x7f';
+    ++corrupted;
+  }
+  ASSERT_GT(corrupted, 5);
+  const auto bad = dir.file("bad.h5ad");
+  writeFile(bad, bytes);
+  expectError([&] { readH5ad(bad); }, bad, {": X has a corrupt object header", "runs past its message"});
+  expectError([&] { inspectH5ad(bad); }, bad, {"X has a corrupt object header"});
+  expectError([&] { H5adRowReader reader(bad); }, bad, {"X has a corrupt object header"});
+}
+
 TEST(H5adErrors, WriteFailuresLeaveNoFile) {
   TempDir dir;
   const auto nowhere = dir.file("no/such/dir/out.h5ad");
