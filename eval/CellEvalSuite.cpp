@@ -6,6 +6,7 @@
 #include "data/Preprocess.h"
 #include "eval/Correlation.h"
 #include "eval/DistributionMetrics.h"
+#include "eval/Parallel.h"
 
 #include <ATen/ATen.h>
 
@@ -105,13 +106,20 @@ Side prepare(const CellEvalData& d, const std::vector<std::string>& labels, cons
   std::vector<int64_t> groups(d.perturbations.size());
   for (size_t i = 0; i < groups.size(); ++i) groups[i] = id.at(d.perturbations[i]);
   Side s;
-  s.cells = data::denseRows(d.x).to(device);                          // [cells, genes]
-  s.groups = at::tensor(groups, at::kLong).to(device);                // [cells]
-  const int64_t nLabels = int64_t(labels.size());
-  at::Tensor sums = at::zeros({nLabels, d.x.cols}, s.cells.options().dtype(at::kDouble))
-                        .index_add_(0, s.groups, s.cells.to(at::kDouble));  // [labels, genes]
-  at::Tensor counts = at::bincount(s.groups, {}, nLabels).to(at::kDouble).unsqueeze(1);  // [labels, 1]
-  s.bulk = (sums / counts).to(at::kFloat);                             // [labels, genes]
+  s.cells = data::denseRows(d.x).to(device);            // [cells, genes]
+  s.groups = at::tensor(groups, at::kLong).to(device);  // [cells]
+  // Group sums in float64 straight from the CSR rows.
+  const int64_t nLabels = int64_t(labels.size()), genes = d.x.cols;
+  at::Tensor sums = at::zeros({nLabels, genes}, at::kDouble);  // [labels, genes]
+  at::Tensor counts = at::zeros({nLabels, 1}, at::kDouble);    // [labels, 1]
+  double* sum = sums.data_ptr<double>();
+  double* count = counts.data_ptr<double>();
+  for (int64_t r = 0; r < d.x.rows; ++r) {
+    double* out = sum + groups[size_t(r)] * genes;
+    for (int64_t k = d.x.indptr[r]; k < d.x.indptr[r + 1]; ++k) out[d.x.indices[k]] += d.x.data[k];
+    count[groups[size_t(r)]] += 1.0;
+  }
+  s.bulk = (sums / counts).to(at::kFloat).to(device);  // [labels, genes]
   return s;
 }
 
@@ -121,8 +129,10 @@ std::vector<double> row(const at::Tensor& t, int64_t i) {  // t: [rows, cols] fl
 }
 
 DeTable runDe(const Side& s, const std::vector<std::string>& labels, int64_t control,
-              const std::vector<std::string>& genes) {
-  DeResult de = differentialExpression(s.cells, s.groups, control);
+              const std::vector<std::string>& genes, int threads) {
+  DeOptions options;
+  options.threads = threads;
+  DeResult de = differentialExpression(s.cells, s.groups, control, options);
   DeTable t;
   for (int64_t i = 0; i < int64_t(labels.size()); ++i)
     if (i != control) t.targets.push_back(labels[i]);
@@ -288,23 +298,39 @@ std::map<std::string, Column> bulkMetrics(const Side& real, const Side& pred, co
 }
 
 // edistance: Pearson over perturbations of the energy distances (V-statistic, euclidean) of each
-// perturbation's cells to its file's control cells; one value for all perturbations.
-// Where one side's distances are equal up to rounding (|max - min| <= 1e-9 max|d|), the correlation
-// is undefined and NaN is returned. This happens when every perturbation gets the same predicted
-// cells (a cell-mean baseline): cell-eval then correlates rounding noise, chiefly from sklearn's
+// perturbation's cells to its file's control cells; one value for all perturbations. As in cell-eval,
+// the control's mean self-distance is computed once per file and distances go through the matrix
+// product (sklearn's pairwise_distances), in float64.
+// Where one side's distances are equal up to rounding (|max - min| <= 1e-6 max|d|; the matrix
+// product leaves ~sqrt(eps) |x| of noise in each distance, ~1e-7 relative), the correlation is
+// undefined and NaN is returned. This happens when every perturbation gets the same predicted cells
+// (a cell-mean baseline): cell-eval then correlates rounding noise, chiefly from sklearn's
 // |x|^2 + |y|^2 - 2 x.y distances between identical cells (not exactly 0), and reports an arbitrary
 // number that no other implementation or BLAS reproduces.
-double pearsonEdistance(const Side& real, const Side& pred, const std::vector<int64_t>& perts, int64_t control) {
+double pearsonEdistance(const Side& real, const Side& pred, const std::vector<int64_t>& perts, int64_t control,
+                        int threads) {
   auto distances = [&](const Side& s) {
-    const at::Tensor ctrl = s.cells.index_select(0, (s.groups == control).nonzero().squeeze(1));  // [n_c, genes]
-    std::vector<double> d;
-    for (int64_t p : perts)
-      d.push_back(energyDistance(s.cells.index_select(0, (s.groups == p).nonzero().squeeze(1)), ctrl));
+    constexpr auto kMm = DistanceComputation::MatrixProduct;
+    auto cellsOf = [&](int64_t group) {  // [n, genes] float64
+      return s.cells.index_select(0, (s.groups == group).nonzero().squeeze(1)).to(at::kDouble);
+    };
+    const at::Tensor ctrl = cellsOf(control);
+    const double sigmaControl = meanPairwiseDistance(ctrl, ctrl, kMm);
+    std::vector<double> d(perts.size());
+    auto distance = [&](size_t i) {
+      const at::Tensor x = cellsOf(perts[i]);
+      d[i] = 2.0 * meanPairwiseDistance(x, ctrl, kMm) - meanPairwiseDistance(x, x, kMm) - sigmaControl;
+    };
+    if (s.cells.is_cpu()) {  // one perturbation per thread, serial BLAS calls (eval/Parallel.h)
+      parallelFor(int64_t(perts.size()), threads, [&](int64_t i) { distance(size_t(i)); });
+    } else {
+      for (size_t i = 0; i < perts.size(); ++i) distance(i);
+    }
     return d;
   };
   auto nearlyConstant = [](const std::vector<double>& d) {
     const auto [lo, hi] = std::minmax_element(d.begin(), d.end());
-    return *hi - *lo <= 1e-9 * std::max(std::abs(*lo), std::abs(*hi));
+    return *hi - *lo <= 1e-6 * std::max(std::abs(*lo), std::abs(*hi));
   };
   const std::vector<double> r = distances(real), p = distances(pred);
   return nearlyConstant(r) || nearlyConstant(p) ? kNaN : pearson(r, p);
@@ -458,11 +484,11 @@ CellEvalProfile parseCellEvalProfile(const std::string& name) {
 
 CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const CellEvalOptions& options) {
   CellEvalReport report;
-  // _build_anndata_pair: real is checked and normalised before pred is looked at.
-  for (auto [d, which, normalised] : {std::tuple{&real, "real", &report.realNormalised},
-                                      std::tuple{&pred, "pred", &report.predNormalised}}) {
-    *normalised = toCellEvalLogSpace(d->x, which, d->source);
-  }
+  // _build_anndata_pair: real is checked and normalised before pred is looked at (so its errors win).
+  parallelFor(2, options.threads, [&](int64_t side) {  // side 0 first: its errors win
+    if (side == 0) report.realNormalised = toCellEvalLogSpace(real.x, "real", real.source);
+    else report.predNormalised = toCellEvalLogSpace(pred.x, "pred", pred.source);
+  });
   checkPair(real, pred, options.controlPert);
 
   const std::vector<std::string> labels = sortedUnique(real.perturbations);
@@ -471,7 +497,10 @@ CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const Cell
   for (int64_t i = 0; i < int64_t(labels.size()); ++i)
     if (i != control) perts.push_back(i);
 
-  const Side r = prepare(real, labels, options.device), p = prepare(pred, labels, options.device);
+  Side r, p;
+  parallelFor(2, options.threads, [&](int64_t side) {
+    (side == 0 ? r : p) = prepare(side == 0 ? real : pred, labels, options.device);
+  });
   const std::vector<std::string> columns = profileColumns(options.profile);
   auto wants = [&](const std::vector<std::string>& group) {
     return std::any_of(columns.begin(), columns.end(),
@@ -480,15 +509,15 @@ CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const Cell
 
   std::map<std::string, Column> values;
   if (options.profile != CellEvalProfile::Pds) {  // cell-eval writes the DE tables for every other profile
-    report.realDe = runDe(r, labels, control, real.genes);
-    report.predDe = runDe(p, labels, control, pred.genes);
+    report.realDe = runDe(r, labels, control, real.genes, options.threads);
+    report.predDe = runDe(p, labels, control, pred.genes, options.threads);
     if (wants(kDeMetrics)) values.merge(deMetrics(view(*report.realDe), view(*report.predDe)));
   }
   if (wants(kAnndataMetrics)) values.merge(bulkMetrics(r, p, perts, control, labels, real.genes));
   // scipy's pearsonr raises for fewer than 2 perturbations; cell-eval then drops the metric.
   const bool edistance = std::find(columns.begin(), columns.end(), "pearson_edistance") != columns.end();
   if (edistance && perts.size() >= 2)
-    values["pearson_edistance"] = Column(perts.size(), pearsonEdistance(r, p, perts, control));
+    values["pearson_edistance"] = Column(perts.size(), pearsonEdistance(r, p, perts, control, options.threads));
   if (options.profile == CellEvalProfile::Full || options.profile == CellEvalProfile::Anndata)
     report.omitted.push_back("clustering_agreement");
 

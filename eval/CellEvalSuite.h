@@ -57,6 +57,7 @@ struct CellEvalOptions {
   std::string controlPert = "non-targeting";
   CellEvalProfile profile = CellEvalProfile::Full;
   c10::Device device = c10::Device(c10::kCPU);
+  int threads = 0;  // CPU threads over perturbations (eval/Parallel.h); <= 1: one at a time
 };
 
 // results.csv as a table: one row per perturbation (sorted, control excluded), one column per metric.

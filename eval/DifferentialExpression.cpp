@@ -2,8 +2,9 @@
 //
 // Mann-Whitney U without ranking the pooled sample: U of the target group is the number of
 // (target, reference) pairs with target > reference plus half the ties, i.e. the sum over target
-// values of #(reference < v) + #(reference == v) / 2, which binary searches in the reference
-// values sorted once per gene give directly. The tie term sum(t^3 - t) of the pooled sample splits
+// values of #(reference < v) + #(reference == v) / 2, which searching the target's sorted values in
+// the reference values sorted once per gene gives directly (binary searches on CUDA, one linear
+// merge on the CPU). The tie term sum(t^3 - t) of the pooled sample splits
 // per distinct value into the reference's part (precomputed), the target's part and a cross part
 // 3ab(a + b) (a, b: the value's counts in reference and target), each a sum over target entries.
 // All counts are int64, so U and the tie term are exact (numba_mwu sums the same integers in
@@ -16,8 +17,11 @@
 // tie block per gene), which is where scRNA-seq sparsity pays off.
 #include "eval/DifferentialExpression.h"
 
+#include "eval/Parallel.h"
+
 #include <ATen/ATen.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -74,6 +78,34 @@ at::Tensor geneBound(const at::Tensor& sorted, int64_t genes, int64_t gene0, int
 
 at::Tensor cubeMinus(const at::Tensor& t) { return t * t * t - t; }
 
+// Per sorted target key: lo = reference keys below it, a = reference keys equal to it, b = target keys
+// equal to it. On the CPU one merge of the two sorted arrays (sequential, O(nnz_t + nnz_r)) replaces
+// the binary searches, which miss the cache on every probe; on other devices searchsorted does it.
+std::array<at::Tensor, 3> rankCounts(const at::Tensor& reference, const at::Tensor& keys) {
+  if (!keys.is_cpu()) {
+    at::Tensor lo = at::searchsorted(reference, keys);
+    return {lo, at::searchsorted(reference, keys, false, /*right=*/true) - lo, equalCount(keys, keys)};
+  }
+  const at::Tensor r = reference.contiguous(), k = keys.contiguous();
+  const int64_t nr = r.numel(), nt = k.numel();
+  at::Tensor lo = at::empty({nt}, k.options()), a = at::empty_like(lo), b = at::empty_like(lo);
+  const int64_t* rp = r.const_data_ptr<int64_t>();
+  const int64_t* kp = k.const_data_ptr<int64_t>();
+  int64_t *lop = lo.data_ptr<int64_t>(), *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
+  int64_t j = 0;
+  for (int64_t i = 0; i < nt;) {
+    const int64_t key = kp[i];
+    int64_t runEnd = i;
+    while (runEnd < nt && kp[runEnd] == key) ++runEnd;
+    while (j < nr && rp[j] < key) ++j;
+    int64_t equalEnd = j;
+    while (equalEnd < nr && rp[equalEnd] == key) ++equalEnd;
+    for (int64_t t = i; t < runEnd; ++t) lop[t] = j, ap[t] = equalEnd - j, bp[t] = runEnd - i;
+    i = runEnd;
+  }
+  return {lo, a, b};
+}
+
 // Pseudobulk before expm1: mean of log1p values (pdex's geometric mean).
 at::Tensor preMean(const at::Tensor& values, bool isLog1p) {
   at::Tensor v = values.to(at::kDouble);  // [cells, genes]
@@ -114,12 +146,11 @@ MannWhitneyResult MannWhitneyReference::test(const at::Tensor& target) const {
 
   at::Tensor keys = sortedNonzeroKeys(values);  // [nnz_t]
   at::Tensor gene = geneOf(keys);               // [nnz_t]
-  at::Tensor lo = at::searchsorted(keys_, keys);
-  at::Tensor a = at::searchsorted(keys_, keys, false, /*right=*/true) - lo;  // equal in reference
+  // lo: reference keys below; a: equal in reference; b: equal in target.
+  auto [lo, a, b] = rankCounts(keys_, keys);  // [nnz_t] each
   at::Tensor positive = at::bitwise_and(keys, kGeneStride - 1).gt(kZeroCode).to(at::kLong);
   // Reference entries below a nonzero value: the nonzero ones before it, plus all zeros if v > 0.
   at::Tensor below = lo - geneStart_.index_select(0, gene) + positive * zeros_.index_select(0, gene);
-  at::Tensor b = equalCount(keys, keys);  // equal in target
 
   at::Tensor zt = n1 - (geneBound(keys, genes_, 1, 0) - geneBound(keys, genes_, 0, 0));  // [genes]
   // 2U, so that every term is an integer; the target's zeros see the reference's negatives below
@@ -184,17 +215,27 @@ DeResult differentialExpression(const at::Tensor& x, const at::Tensor& groups, i
 
   const at::Tensor controlValues = rowsOf(controlIndex);
   const MannWhitneyReference reference(controlValues);
-  std::vector<int64_t> targets, memberships;
-  std::vector<at::Tensor> pre, statistic, pValue;
+  std::vector<int64_t> groupIndex, targets, memberships;
   for (int64_t k = 0; k < uniqueCpu.numel(); ++k) {
     if (uniqueIds[k] < 0 || k == controlIndex) continue;
-    const at::Tensor groupValues = rowsOf(k);
-    MannWhitneyResult test = reference.test(groupValues);
+    groupIndex.push_back(k);
     targets.push_back(uniqueIds[k]);
     memberships.push_back(groupSizes[k]);
-    pre.push_back(preMean(groupValues, options.isLog1p));
-    statistic.push_back(test.statistic);
-    pValue.push_back(test.pValue);
+  }
+  const int64_t nTargets = int64_t(groupIndex.size());
+  std::vector<at::Tensor> pre(nTargets), statistic(nTargets), pValue(nTargets);
+  auto testTarget = [&](int64_t t) {
+    const at::Tensor groupValues = rowsOf(groupIndex[t]);
+    MannWhitneyResult test = reference.test(groupValues);
+    pre[t] = preMean(groupValues, options.isLog1p);
+    statistic[t] = test.statistic;
+    pValue[t] = test.pValue;
+  };
+  // On the CPU the targets are spread over the threads, each test running serially (eval/Parallel.h).
+  if (values.is_cpu()) {
+    parallelFor(nTargets, options.threads, testTarget);
+  } else {
+    for (int64_t t = 0; t < nTargets; ++t) testTarget(t);
   }
 
   const auto longs = at::TensorOptions().dtype(at::kLong);

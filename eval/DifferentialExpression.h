@@ -68,6 +68,7 @@ at::Tensor benjaminiHochberg(const at::Tensor& p);
 struct DeOptions {
   bool isLog1p = true;   // pdex is_log1p: cell-eval passes true unless allow_discrete
   double epsilon = 0.0;  // pdex epsilon: cell-eval pins 0
+  int threads = 0;       // CPU threads over targets (eval/Parallel.h); <= 1: one at a time
 };
 
 // All outputs live on x's device; [targets, genes] tables are float64.

@@ -20,6 +20,8 @@
 // an internal constant), so nothing needs to link liblemon.
 #include "eval/DistributionMetrics.h"
 
+#include "eval/Parallel.h"
+
 #include <ATen/ATen.h>
 
 #define LEMON_ONLY_TEMPLATES
@@ -29,6 +31,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <mutex>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -68,18 +71,21 @@ std::pair<at::Tensor, at::Tensor> asPair(const at::Tensor& x, const at::Tensor& 
   return {a, b};
 }
 
-// Euclidean distances without the mm expansion (compute_mode 2 = donot_use_mm_for_euclid_dist).
-at::Tensor distances(const at::Tensor& x, const at::Tensor& y) {
-  return at::cdist(x, y, 2.0, /*compute_mode=*/2);  // [n, m]
+// Euclidean distances; Exact is cdist's compute_mode 2 (donot_use_mm_for_euclid_dist), MatrixProduct
+// its compute_mode 1 (use_mm_for_euclid_dist).
+at::Tensor distances(const at::Tensor& x, const at::Tensor& y,
+                     DistanceComputation how = DistanceComputation::Exact) {
+  return at::cdist(x, y, 2.0, how == DistanceComputation::Exact ? 2 : 1);  // [n, m]
 }
 
 // Sum over all pairs (i, j) of f(|x_i - y_j|), in row blocks of the distance matrix.
 template <typename F>
-double pairSum(const at::Tensor& x, const at::Tensor& y, F&& f) {
+double pairSum(const at::Tensor& x, const at::Tensor& y, F&& f,
+               DistanceComputation how = DistanceComputation::Exact) {
   const int64_t block = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(1, y.size(0)));
   at::Tensor total = at::zeros({}, x.options());
   for (int64_t start = 0; start < x.size(0); start += block) {
-    total += f(distances(x.slice(0, start, start + block), y)).sum();  // [block, m] -> []
+    total += f(distances(x.slice(0, start, start + block), y, how)).sum();  // [block, m] -> []
   }
   return total.item<double>();
 }
@@ -112,38 +118,73 @@ std::pair<at::Tensor, at::Tensor> moments(const at::Tensor& x) {
 
 }  // namespace
 
-at::Tensor Pca::transform(const at::Tensor& x) const {
-  if (!mean.defined()) throw std::logic_error("Pca::transform: the PCA has not been fitted");
-  at::Tensor d = asCells(x, "Pca::transform", "x");
-  if (d.size(1) != mean.size(0))
-    throw std::invalid_argument("Pca::transform: x has " + std::to_string(d.size(1)) +
-                                " features but the PCA was fitted on " +
-                                std::to_string(mean.size(0)));
-  return (d - mean.to(d.device())).matmul(components.to(d.device()).t());  // [cells, k]
+// Rows of a [cells, features] input converted to float64 a block at a time, so that large float32
+// inputs never exist twice in float64.
+constexpr int64_t kPcaBlockRows = 4096;
+
+void checkFeatures(const at::Tensor& x, const char* what, const char* name) {
+  if (!x.defined() || x.dim() != 2)
+    throw std::invalid_argument(std::string(what) + ": " + name + " must be a 2-D [cells, features] tensor");
 }
 
-Pca fitPca(const at::Tensor& real, int64_t k, PcaSolver solver) {
-  at::Tensor x = asCells(real, "fitPca", "real", 2);
-  const int64_t rank = std::min(x.size(0), x.size(1));
+at::Tensor finiteBlock(const at::Tensor& x, int64_t start, const char* what) {  // [<= block, d] float64
+  at::Tensor b = x.slice(0, start, start + kPcaBlockRows).to(at::kDouble);
+  if (!at::isfinite(b).all().item<bool>())
+    throw std::invalid_argument(std::string(what) + ": the cells have NaN or infinite values");
+  return b;
+}
+
+at::Tensor Pca::transform(const at::Tensor& x) const {
+  if (!mean.defined()) throw std::logic_error("Pca::transform: the PCA has not been fitted");
+  checkFeatures(x, "Pca::transform", "x");
+  if (x.size(1) != mean.size(0))
+    throw std::invalid_argument("Pca::transform: x has " + std::to_string(x.size(1)) +
+                                " features but the PCA was fitted on " +
+                                std::to_string(mean.size(0)));
+  const at::Tensor mu = mean.to(x.device()), loadings = components.to(x.device()).t();  // [d], [d, k]
+  std::vector<at::Tensor> parts;
+  for (int64_t start = 0; start < x.size(0); start += kPcaBlockRows)
+    parts.push_back((finiteBlock(x, start, "Pca::transform") - mu).matmul(loadings));  // [block, k]
+  return parts.empty() ? at::empty({0, components.size(0)}, mu.options()) : at::cat(parts);  // [cells, k]
+}
+
+Pca fitPca(const at::Tensor& real, int64_t k, PcaSolver solver, int threads) {
+  checkFeatures(real, "fitPca", "real");
+  const int64_t n = real.size(0), d = real.size(1);
+  if (n < 2) throw std::invalid_argument("fitPca: real needs at least 2 cells, got " + std::to_string(n));
+  const int64_t rank = std::min(n, d);
   if (k < 1 || k > rank)
     throw std::invalid_argument("fitPca: k = " + std::to_string(k) + " must be in [1, " +
-                                std::to_string(rank) + "] for " + std::to_string(x.size(0)) +
-                                " x " + std::to_string(x.size(1)) + " data");
+                                std::to_string(rank) + "] for " + std::to_string(n) +
+                                " x " + std::to_string(d) + " data");
   if (solver == PcaSolver::Auto)
-    solver = x.size(0) >= 2 * x.size(1) && x.size(1) >= 256 ? PcaSolver::CovarianceEigh : PcaSolver::Svd;
+    solver = n >= 2 * d && d >= 256 ? PcaSolver::CovarianceEigh : PcaSolver::Svd;
   Pca pca;
-  pca.mean = x.mean(0);  // [d]
-  const at::Tensor centred = x - pca.mean;  // [n, d]
   at::Tensor v, variance;  // [k, d], [k]
   if (solver == PcaSolver::Svd) {
-    auto [u, s, vh] = at::linalg_svd(centred, /*full_matrices=*/false);
+    const at::Tensor x = asCells(real, "fitPca", "real", 2);
+    pca.mean = x.mean(0);  // [d]
+    auto [u, s, vh] = at::linalg_svd(x - pca.mean, /*full_matrices=*/false);
     v = vh.slice(0, 0, k);
-    variance = s.slice(0, 0, k).square() / double(x.size(0) - 1);
+    variance = s.slice(0, 0, k).square() / double(n - 1);
   } else {
-    const at::Tensor gram = centred.t().matmul(centred);                     // [d, d]
-    auto [values, vectors] = at::linalg_eigh((gram + gram.t()) * 0.5);        // ascending
-    v = vectors.flip(1).slice(1, 0, k).t();                                  // [k, d]
-    variance = values.flip(0).slice(0, 0, k).clamp_min(0.0) / double(x.size(0) - 1);
+    // Mean, then the centred Gram matrix, both summed over row blocks (in parallel on the CPU).
+    const int64_t blocks = (n + kPcaBlockRows - 1) / kPcaBlockRows;
+    at::Tensor sum = at::zeros({d}, real.options().dtype(at::kDouble));
+    for (int64_t b = 0; b < blocks; ++b) sum += finiteBlock(real, b * kPcaBlockRows, "fitPca").sum(0);
+    pca.mean = sum / double(n);  // [d]
+    at::Tensor gram = at::zeros({d, d}, sum.options());
+    std::mutex gramMutex;
+    auto addBlock = [&](int64_t b) {
+      const at::Tensor c = finiteBlock(real, b * kPcaBlockRows, "fitPca") - pca.mean;  // [block, d]
+      const at::Tensor part = c.t().matmul(c);                                           // [d, d]
+      const std::lock_guard<std::mutex> lock(gramMutex);
+      gram += part;
+    };
+    parallelFor(blocks, real.is_cpu() ? threads : 1, addBlock);
+    auto [values, vectors] = at::linalg_eigh((gram + gram.t()) * 0.5);  // ascending
+    v = vectors.flip(1).slice(1, 0, k).t();                              // [k, d]
+    variance = values.flip(0).slice(0, 0, k).clamp_min(0.0) / double(n - 1);
   }
   // svd_flip(u_based_decision=False): make each row's largest-magnitude entry positive. A zero
   // row keeps sign +1 (sklearn would zero it; that only happens for rank-deficient data).
@@ -239,6 +280,11 @@ double frechetDistance(const at::Tensor& x, const at::Tensor& y) {
   at::Tensor traceSqrt = at::linalg_eigvalsh((inner + inner.t()) * 0.5).clamp_min(0.0).sqrt().sum();
   at::Tensor fd = (muA - muB).square().sum() + covA.trace() + covB.trace() - 2.0 * traceSqrt;
   return fd.item<double>();
+}
+
+double meanPairwiseDistance(const at::Tensor& x, const at::Tensor& y, DistanceComputation how) {
+  auto [a, b] = asPair(x, y, "meanPairwiseDistance");
+  return pairSum(a, b, [](const at::Tensor& d) { return d; }, how) / (double(a.size(0)) * double(b.size(0)));
 }
 
 double energyDistance(const at::Tensor& x, const at::Tensor& y, EnergyEstimator estimator) {

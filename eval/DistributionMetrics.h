@@ -23,7 +23,7 @@ struct Pca {
   at::Tensor components;         // [k, features] float64, orthonormal rows, largest |entry| > 0
   at::Tensor explainedVariance;  // [k] float64, singular value^2 / (cells - 1)
 
-  // (x - mean) @ components^T in float64 on x's device: [cells, features] -> [cells, k].
+  // (x - mean) @ components^T in float64 on x's device, a row block at a time: [cells, features] -> [cells, k].
   at::Tensor transform(const at::Tensor& x) const;
 };
 
@@ -38,7 +38,9 @@ enum class PcaSolver { Auto, Svd, CovarianceEigh };
 // Top-k principal components of `real` ([cells, features], cells >= 2, k <= min(cells, features)).
 // Signs follow sklearn >= 1.5 (svd_flip with u_based_decision=False): each component's entry of
 // largest magnitude is positive, so projections are reproducible across solvers and backends.
-Pca fitPca(const at::Tensor& real, int64_t k, PcaSolver solver = PcaSolver::Auto);
+// CovarianceEigh reads `real` in float64 row blocks (never a whole float64 copy) and, on the CPU,
+// sums the blocks' Gram matrices on `threads` threads (eval/Parallel.h).
+Pca fitPca(const at::Tensor& real, int64_t k, PcaSolver solver = PcaSolver::Auto, int threads = 0);
 
 // Exact optimal transport cost between uniform empirical measures on the rows and columns of
 // `cost` ([n, m], finite): min over couplings with marginals 1/n, 1/m of sum P_ij cost_ij, as
@@ -67,6 +69,18 @@ double mmdRbfUnbiased(const at::Tensor& x, const at::Tensor& y,
 // The trace of the square root is taken from the eigenvalues of sqrt(S_x) S_y sqrt(S_x), which is
 // symmetric PSD and has the same spectrum as S_x S_y, so no non-symmetric sqrtm is needed. n, m >= 2.
 double frechetDistance(const at::Tensor& x, const at::Tensor& y);
+
+// How pairwise Euclidean distances are formed. Exact: from coordinate differences (cdist without the
+// matrix product), accurate for nearby points but scalar O(n m d) work. MatrixProduct: sqrt(|x|^2 +
+// |y|^2 - 2 x.y) through BLAS, many times faster in thousands of dimensions, with an absolute error
+// of about sqrt(eps) |x| between nearby points; it is what sklearn's pairwise_distances, and so
+// cell-eval's edistance, computes.
+enum class DistanceComputation { Exact, MatrixProduct };
+
+// Mean Euclidean distance over all pairs (x_i, y_j) in float64, x: [n, d], y: [m, d], accumulated
+// over row blocks of the distance matrix.
+double meanPairwiseDistance(const at::Tensor& x, const at::Tensor& y,
+                            DistanceComputation how = DistanceComputation::Exact);
 
 // 2 E|X - Y| - E|X - X'| - E|Y - Y'| with Euclidean distances.
 // VStatistic: every mean runs over all pairs, self-pairs included (cell-eval's edistance, and

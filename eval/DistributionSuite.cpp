@@ -7,6 +7,7 @@
 #include "data/Preprocess.h"
 #include "eval/CellEvalSuite.h"
 #include "eval/DistributionMetrics.h"
+#include "eval/Parallel.h"
 
 #include <ATen/ATen.h>
 
@@ -107,12 +108,12 @@ DistributionReport evaluateDistribution(const data::AnnData& real, const data::A
     std::sort(columns.begin(), columns.end());  // scanpy's boolean mask keeps var order
     report.hvgSelected = true;
   }
-  report.realNormalised = toLog1p(realX, o.targetSum, "real", real.source);
-  report.predNormalised = toLog1p(predX, o.targetSum, "pred", pred.source);
-  if (report.hvgSelected) {
-    realX = data::selectGenes(realX, columns);
-    predX = data::selectGenes(predX, columns);
-  }
+  parallelFor(2, o.threads, [&](int64_t side) {  // side 0 (real) first: its errors win
+    data::CsrMatrix& x = side == 0 ? realX : predX;
+    (side == 0 ? report.realNormalised : report.predNormalised) =
+        toLog1p(x, o.targetSum, side == 0 ? "real" : "pred", (side == 0 ? real : pred).source);
+    if (report.hvgSelected) x = data::selectGenes(x, columns);
+  });
   report.genes = realX.cols;
 
   // Step 3: PCA on all real cells (control included), both sides projected.
@@ -120,15 +121,17 @@ DistributionReport evaluateDistribution(const data::AnnData& real, const data::A
   {
     const at::Tensor realCells = data::denseRows(realX).to(o.device);  // [cells, genes]
     report.components = std::min({o.components, realCells.size(0), realCells.size(1)});
-    const Pca pca = fitPca(realCells, report.components);
+    const Pca pca = fitPca(realCells, report.components, PcaSolver::Auto, o.threads);
     realPcs = pca.transform(realCells);
     predPcs = pca.transform(data::denseRows(predX).to(o.device));
   }
 
-  // Steps 4 and 5.
-  uint64_t conditionIndex = 0;
-  for (const auto& [key, allRealRows] : realRows) {
-    const uint64_t seed = core::splitMix64(o.seed + 2 * conditionIndex++);
+  // Step 4, one condition per thread on the CPU (the transport solver is serial anyway).
+  const std::vector<std::pair<Key, std::vector<int64_t>>> conditions(realRows.begin(), realRows.end());
+  report.rows.resize(conditions.size());
+  auto measure = [&](size_t index) {
+    const auto& [key, allRealRows] = conditions[index];
+    const uint64_t seed = core::splitMix64(o.seed + 2 * uint64_t(index));
     const auto rRows = subsample(allRealRows, o.maxCells, seed);
     const auto pRows = subsample(predRows.at(key), o.maxCells, core::splitMix64(seed + 1));
     auto take = [&](const at::Tensor& pcs, const std::vector<int64_t>& rows) {
@@ -150,8 +153,15 @@ DistributionReport evaluateDistribution(const data::AnnData& real, const data::A
     const bool two = x.size(0) >= 2 && y.size(0) >= 2;
     row.mmdUnbiased = two ? mmdRbfUnbiased(x, y, o.sigmas) : kNaN;
     row.fd = two ? frechetDistance(x, y) : kNaN;
-    report.rows.push_back(row);
+    report.rows[index] = row;
+  };
+  if (o.device.is_cpu()) {
+    parallelFor(int64_t(conditions.size()), o.threads, [&](int64_t i) { measure(size_t(i)); });
+  } else {
+    for (size_t i = 0; i < conditions.size(); ++i) measure(i);
   }
+
+  // Step 5.
   DistributionRow& m = report.mean;
   m.condition = "(mean)";
   for (const auto& r : report.rows) m.realCells += r.realCells, m.predCells += r.predCells;

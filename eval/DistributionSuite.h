@@ -44,6 +44,7 @@ struct DistributionOptions {
   int64_t maxCells = 0;  // per condition and side; 0 = all
   uint64_t seed = 0;     // for the subsample
   c10::Device device = c10::Device(c10::kCPU);
+  int threads = 0;  // CPU threads for the PCA and over conditions (eval/Parallel.h); <= 1: one at a time
 };
 
 struct DistributionRow {

@@ -138,7 +138,7 @@ struct DeScores {
 // DE of every condition of one cell type against its control, real vs reconstructed.
 std::map<Key, DeScores> deScores(const at::Tensor& realLog, const at::Tensor& predLog,
                                  const std::map<Key, std::vector<int64_t>>& rows, const std::string& celltype,
-                                 const std::string& control, int64_t k) {
+                                 const std::string& control, int64_t k, int threads) {
   std::map<Key, DeScores> out;
   const auto ctrl = rows.find({celltype, control});
   if (ctrl == rows.end()) return out;
@@ -153,8 +153,10 @@ std::map<Key, DeScores> deScores(const at::Tensor& realLog, const at::Tensor& pr
   if (conditions.empty()) return out;
   const at::Tensor index = at::tensor(cells, at::kLong).to(realLog.device());
   const at::Tensor ids = at::tensor(groups, at::kLong).to(realLog.device());
-  const DeResult real = differentialExpression(realLog.index_select(0, index), ids, 0);
-  const DeResult pred = differentialExpression(predLog.index_select(0, index), ids, 0);
+  DeOptions options;
+  options.threads = threads;
+  const DeResult real = differentialExpression(realLog.index_select(0, index), ids, 0, options);
+  const DeResult pred = differentialExpression(predLog.index_select(0, index), ids, 0, options);
   const double nRef = double(real.referenceMembership);
   for (size_t t = 0; t < conditions.size(); ++t) {  // targets are ids 1..C in order, all present
     const double half = 0.5 * nRef * double(real.targetMembership[int64_t(t)].item<int64_t>());
@@ -222,7 +224,7 @@ ReconstructionReport evaluateReconstruction(const data::AnnData& real, const dat
     if (key.second == o.controlPert) report.hasControl = true;
     if (celltypes.empty() || celltypes.back() != key.first) celltypes.push_back(key.first);
   }
-  for (const auto& c : celltypes) de.merge(deScores(realLog, predLog, rows, c, o.controlPert, report.topK));
+  for (const auto& c : celltypes) de.merge(deScores(realLog, predLog, rows, c, o.controlPert, report.topK, o.threads));
 
   auto fill = [&](ReconstructionRow& row, const at::Tensor& index) {
     const at::Tensor a = realLog.index_select(0, index), b = predLog.index_select(0, index);

@@ -59,6 +59,7 @@ struct ReconstructionOptions {
   double targetSum = 1e4;
   int64_t topK = 100;
   c10::Device device = c10::Device(c10::kCPU);
+  int threads = 0;  // CPU threads over DE targets (eval/Parallel.h); <= 1: one at a time
 };
 
 struct ReconstructionRow {

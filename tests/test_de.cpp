@@ -158,6 +158,21 @@ TEST(DifferentialExpression, FoldChangeConventionsAndGrouping) {
   EXPECT_THROW(differentialExpression(x.clone().index_put_({0, 0}, NAN), groups, 7), std::invalid_argument);
 }
 
+// Targets tested on several threads (eval/Parallel.h) give the serial result bit for bit.
+TEST(DifferentialExpression, ThreadedTargetsMatchSerial) {
+  torch::manual_seed(11);
+  const at::Tensor x = torch::log1p(torch::poisson(torch::full({300, 50}, 1.5, torch::kDouble)));  // ties, zeros
+  const at::Tensor groups = torch::randint(-1, 7, {300}, torch::kLong);
+  DeOptions threaded;
+  threaded.threads = 3;
+  const DeResult serial = differentialExpression(x, groups, 0), parallel = differentialExpression(x, groups, 0, threaded);
+  EXPECT_TRUE(torch::equal(serial.targets, parallel.targets));
+  EXPECT_TRUE(torch::equal(serial.statistic, parallel.statistic));
+  EXPECT_TRUE(torch::equal(serial.pValue, parallel.pValue));
+  EXPECT_TRUE(torch::equal(serial.fdr, parallel.fdr));
+  EXPECT_TRUE(torch::equal(serial.log2FoldChange, parallel.log2FoldChange));
+}
+
 TEST(DifferentialExpression, CudaMatchesCpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   torch::manual_seed(0);

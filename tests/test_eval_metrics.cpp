@@ -6,6 +6,7 @@
 // scipy in tests/python/eval_protocols_reference.py.
 #include "eval/DistributionMetrics.h"
 #include "eval/DistributionSuite.h"
+#include "eval/Parallel.h"
 
 #include "TestUtil.h"
 #include "core/Safetensors.h"
@@ -14,6 +15,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -117,6 +119,33 @@ TEST(Energy, ByHand) {
   EXPECT_NEAR(energyDistance(x, x), 0.0, 1e-14);
 }
 
+TEST(Energy, MeanPairwiseDistanceBothWays) {
+  // 3-4-5 triangles: the distances from (0, 0) to (3, 4) and (6, 8) average 7.5.
+  for (auto how : {DistanceComputation::Exact, DistanceComputation::MatrixProduct})
+    EXPECT_NEAR(meanPairwiseDistance(points({0, 0}, 2), points({3, 4, 6, 8}, 2), how), 7.5, 1e-12);
+  // In many dimensions the matrix product agrees with exact differences to ~sqrt(eps) |x|.
+  at::Tensor x = torch::rand({70, 2000}, torch::kDouble) * 3.0, y = torch::rand({90, 2000}, torch::kDouble) * 3.0;
+  const double exact = meanPairwiseDistance(x, y), mm = meanPairwiseDistance(x, y, DistanceComputation::MatrixProduct);
+  EXPECT_LT(relError(mm, exact), 1e-10);
+  EXPECT_NEAR(meanPairwiseDistance(x, x, DistanceComputation::MatrixProduct), meanPairwiseDistance(x, x), 1e-6);
+}
+
+TEST(ParallelFor, EveryItemOnceAndTheLowestFailingItemsError) {
+  for (int threads : {0, 1, 3, 64}) {
+    std::vector<std::atomic<int>> hits(100);
+    parallelFor(100, threads, [&](int64_t i) { ++hits[size_t(i)]; });
+    for (const auto& h : hits) EXPECT_EQ(h.load(), 1) << threads << " threads";
+  }
+  // Items 0 and 1 both fail: item 0's error is the one reported, whichever thread fails first.
+  for (int repeat = 0; repeat < 20; ++repeat) {
+    const std::string err = latentcell::test::errorOf([] {
+      parallelFor(2, 2, [](int64_t i) { throw std::invalid_argument("item " + std::to_string(i)); });
+    });
+    EXPECT_EQ(err, "item 0");
+  }
+  parallelFor(0, 4, [](int64_t) { FAIL() << "no items, no calls"; });
+}
+
 TEST(Pca, LineIsOneComponentWithPositivePivot) {
   // Cells on the line c + t v: the first component is -v (its largest entry, -0.8 -> +0.8) and
   // projections are the centred t with the matching sign.
@@ -211,6 +240,11 @@ TEST(Pca, SolversAgreeOnTallData) {
   EXPECT_LT(tensorRelError(eigh.transform(x), svd.transform(x)), 1e-9);
   EXPECT_LT(tensorRelError(eigh.explainedVariance, svd.explainedVariance), 1e-12);
   EXPECT_TRUE(torch::equal(automatic.components, eigh.components));
+  // More rows than one block (4096), float32 input, blocks summed on 3 threads.
+  at::Tensor tall = (torch::randn({9000, 40}, torch::kDouble) * scales.slice(0, 0, 40) + 1.0).to(torch::kFloat);
+  const Pca blocked = fitPca(tall, 10, PcaSolver::CovarianceEigh, 3), exact = fitPca(tall, 10, PcaSolver::Svd);
+  EXPECT_LT(tensorRelError(blocked.transform(tall), exact.transform(tall)), 1e-9);
+  EXPECT_LT(tensorRelError(blocked.mean, exact.mean), 1e-12);
 }
 
 // ---- the scLDM / CFGen protocol (eval/DistributionSuite) -------------------------------------------

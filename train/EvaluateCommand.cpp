@@ -101,7 +101,7 @@ nlohmann::json runCellEval(const EvaluateArgs& a, const data::AnnData& real, con
 }
 
 nlohmann::json runDistribution(const EvaluateArgs& a, const data::AnnData& real, const data::AnnData& pred,
-                               const c10::Device& device) {
+                               const c10::Device& device, int threads) {
   eval::DistributionOptions o;
   o.pertCol = a.pertCol;
   o.controlPert = a.controlPert;
@@ -109,6 +109,7 @@ nlohmann::json runDistribution(const EvaluateArgs& a, const data::AnnData& real,
   o.maxCells = a.distMaxCells;
   o.seed = a.distSeed;
   o.device = device;
+  o.threads = threads;
   const eval::DistributionReport report = eval::evaluateDistribution(real, pred, o);
   const std::string path = outPath(a, "", "distribution.csv");
   eval::writeDistributionCsv(report, !a.celltypeCol.empty(), path);
@@ -137,12 +138,13 @@ nlohmann::json runDistribution(const EvaluateArgs& a, const data::AnnData& real,
 }
 
 nlohmann::json runReconstruction(const EvaluateArgs& a, const data::AnnData& real, const data::AnnData& pred,
-                                 const c10::Device& device) {
+                                 const c10::Device& device, int threads) {
   eval::ReconstructionOptions o;
   o.pertCol = a.pertCol;
   o.controlPert = a.controlPert;
   o.celltypeCol = a.celltypeCol;
   o.device = device;
+  o.threads = threads;
   if (a.predSpace == "counts") o.predSpace = eval::ReconstructionSpace::Counts;
   else if (a.predSpace == "log1p") o.predSpace = eval::ReconstructionSpace::Log1p;
   else if (a.predSpace != "auto")
@@ -169,7 +171,10 @@ nlohmann::json runReconstruction(const EvaluateArgs& a, const data::AnnData& rea
 
 int runEvaluate(const EvaluateArgs& a) {
   const auto start = std::chrono::steady_clock::now();
-  if (a.threads > 0) at::set_num_threads(a.threads);
+  // The evaluators parallelise over perturbations and conditions with `threads` threads and keep
+  // ATen's own threading at 1 in between (eval/Parallel.h says why).
+  const int threads = a.threads > 0 ? a.threads : at::get_num_threads();
+  at::set_num_threads(1);
   static const std::set<std::string> kProfiles = {"full", "minimal", "vcc", "de", "anndata", "pds",
                                                    "distribution", "reconstruction"};
   if (!kProfiles.count(a.profile))
@@ -180,10 +185,18 @@ int runEvaluate(const EvaluateArgs& a) {
   const bool cellEval = !reconstruction && a.profile != "distribution";
   eval::CellEvalOptions options;
   options.controlPert = a.controlPert;
+  options.threads = threads;
   if (cellEval) options.profile = eval::parseCellEvalProfile(a.profile);
   options.device = core::resolveDevice(a.device);
 
+  nlohmann::json stages = nlohmann::json::object();  // wall seconds per stage
+  auto lap = [&, last = start](const std::string& stage) mutable {
+    const auto now = std::chrono::steady_clock::now();
+    stages[stage] = std::chrono::duration<double>(now - last).count();
+    last = now;
+  };
   const data::AnnData real = data::readH5ad(a.real), pred = data::readH5ad(a.pred);
+  lap("read");
   std::filesystem::create_directories(a.outdir);
   nlohmann::json summary = {
       {"profile", a.profile},
@@ -195,14 +208,22 @@ int runEvaluate(const EvaluateArgs& a) {
         {"celltype_col", a.celltypeCol}}},
       {"counts", {{"real", fileCounts(real, a.pertCol)}, {"pred", fileCounts(pred, a.pertCol)}}},
       {"device", options.device.str()},
-      {"threads", at::get_num_threads()}};
+      {"threads", threads}};
   if (cellEval) {
     summary["reference"] = "cell-eval 0.8.2 with pdex 0.3.0";
     summary["results"] = runCellEval(a, real, pred, options);
+    lap("cell_eval");
   }
-  if (distribution) summary["distribution"] = runDistribution(a, real, pred, options.device);
-  if (reconstruction) summary["reconstruction"] = runReconstruction(a, real, pred, options.device);
+  if (distribution) {
+    summary["distribution"] = runDistribution(a, real, pred, options.device, threads);
+    lap("distribution");
+  }
+  if (reconstruction) {
+    summary["reconstruction"] = runReconstruction(a, real, pred, options.device, threads);
+    lap("reconstruction");
+  }
   summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  summary["seconds_by_stage"] = stages;
 
   const std::string summaryPath = (std::filesystem::path(a.outdir) / "summary.json").string();
   std::ofstream out(summaryPath);
