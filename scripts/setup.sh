@@ -16,7 +16,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 # --- 1. Debian packages ---------------------------------------------------------------------------
 packages=(build-essential cmake ninja-build ccache git pkg-config python3 python3-venv
           libhdf5-dev liblzf-dev liblemon-dev libgloo-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
-          libgtest-dev libgmock-dev libbenchmark-dev)
+          libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
