@@ -129,7 +129,7 @@ std::vector<double> row(const at::Tensor& t, int64_t i) {  // t: [rows, cols] fl
 }
 
 DeTable runDe(const Side& s, const std::vector<std::string>& labels, int64_t control,
-              const std::vector<std::string>& genes, int threads) {
+              const std::vector<std::string>& genes, const std::vector<std::string>& categories, int threads) {
   DeOptions options;
   options.threads = threads;
   DeResult de = differentialExpression(s.cells, s.groups, control, options);
@@ -141,6 +141,15 @@ DeTable runDe(const Side& s, const std::vector<std::string>& labels, int64_t con
   t.de = {cpu(de.targets), cpu(de.targetMean), cpu(de.referenceMean), cpu(de.targetMembership),
           de.referenceMembership, cpu(de.log2FoldChange), cpu(de.percentChange), cpu(de.pValue),
           cpu(de.statistic), cpu(de.fdr)};
+  // pdex's row order: the categories' order, else sorted (the order computed in).
+  for (const auto& c : categories) {
+    const auto it = std::find(t.targets.begin(), t.targets.end(), c);
+    if (it != t.targets.end()) t.rowOrder.push_back(it - t.targets.begin());
+  }
+  if (t.rowOrder.size() != t.targets.size()) {
+    t.rowOrder.resize(t.targets.size());
+    std::iota(t.rowOrder.begin(), t.rowOrder.end(), 0);
+  }
   return t;
 }
 
@@ -437,6 +446,7 @@ CellEvalData cellEvalData(const data::AnnData& adata, const std::string& pertCol
   d.source = adata.source;
   d.perturbations.reserve(adata.n_obs());
   for (int64_t i = 0; i < adata.n_obs(); ++i) d.perturbations.push_back(col.text(i));
+  if (col.kind == data::Column::Kind::Categorical) d.categories = col.categories;
   return d;
 }
 
@@ -456,6 +466,7 @@ std::vector<std::pair<std::string, CellEvalData>> splitByCelltype(const data::An
   for (const auto& [name, rows] : groups) {
     CellEvalData d;
     d.genes = all.genes;
+    d.categories = all.categories;
     d.source = all.source + " [" + celltypeCol + "=" + name + "]";
     d.x.rows = int64_t(rows.size());
     d.x.cols = all.x.cols;
@@ -509,8 +520,8 @@ CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const Cell
 
   std::map<std::string, Column> values;
   if (options.profile != CellEvalProfile::Pds) {  // cell-eval writes the DE tables for every other profile
-    report.realDe = runDe(r, labels, control, real.genes, options.threads);
-    report.predDe = runDe(p, labels, control, pred.genes, options.threads);
+    report.realDe = runDe(r, labels, control, real.genes, real.categories, options.threads);
+    report.predDe = runDe(p, labels, control, pred.genes, pred.categories, options.threads);
     if (wants(kDeMetrics)) values.merge(deMetrics(view(*report.realDe), view(*report.predDe)));
   }
   if (wants(kAnndataMetrics)) values.merge(bulkMetrics(r, p, perts, control, labels, real.genes));
@@ -592,8 +603,8 @@ void writeDeCsv(const DeTable& table, const std::string& path) {
                    pc = de.percentChange.contiguous(), pv = de.pValue.contiguous(), st = de.statistic.contiguous(),
                    fdr = de.fdr.contiguous(), rm = de.referenceMean.contiguous();
   const int64_t ng = int64_t(table.genes.size());
-  for (size_t i = 0; i < table.targets.size(); ++i) {
-    const int64_t members = de.targetMembership[int64_t(i)].item<int64_t>();
+  for (const int64_t i : table.rowOrder) {
+    const int64_t members = de.targetMembership[i].item<int64_t>();
     for (int64_t g = 0; g < ng; ++g) {
       // pdex reports the means as float32.
       out << table.targets[i] << ',' << table.genes[g] << ',' << formatFloat(float(cell(tm, i, g))) << ','

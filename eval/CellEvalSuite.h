@@ -29,6 +29,9 @@ struct CellEvalData {
   std::vector<std::string> perturbations;  // [cells] label of each cell
   std::vector<std::string> genes;          // [genes] var_names
   std::string source;                      // the file, for messages
+  // The label column's categories when it is categorical, else empty: pdex lists a file's DE
+  // targets in category order (pd.Categorical keeps it), and in sorted order otherwise.
+  std::vector<std::string> categories;
 };
 
 // X, the `pertCol` labels and var_names of `adata` (error naming the file when the column is missing).
@@ -68,11 +71,13 @@ struct MetricTable {
   std::vector<std::vector<std::optional<double>>> values;  // [column][row]; nullopt = null
 };
 
-// One pdex table (real_de.csv or pred_de.csv): targets in sorted label order, genes in var order.
+// One pdex table (real_de.csv or pred_de.csv): targets in sorted label order, genes in var order;
+// written in pdex's target order (rowOrder).
 struct DeTable {
   std::vector<std::string> targets;
   std::vector<std::string> genes;
   DeResult de;  // on the CPU
+  std::vector<int64_t> rowOrder;  // targets (indices) in the order pdex writes them
 };
 
 struct CellEvalReport {

@@ -260,6 +260,31 @@ TEST_F(CellEvalTest, MatchesCellEvalCliOnBaselines) {
   }
 }
 
+// pdex writes a file's DE targets in the order of the label column's categories (sorted only when
+// the column is not categorical); the metrics do not depend on it.
+TEST(CellEvalSuite, DeTablesFollowCategoryOrder) {
+  eval::CellEvalData real;
+  real.x = test::csrFromDense({{1, 0, 3}, {2, 1, 0}, {0, 4, 1}, {5, 0, 0}, {1, 2, 2}, {3, 3, 1}});
+  real.genes = {"a", "b", "c"};
+  real.perturbations = {"ctrl", "ctrl", "p10", "p10", "p2", "p2"};
+  real.categories = {"p2", "ctrl", "p10"};
+  real.source = "real.h5ad";
+  eval::CellEvalData pred = real;
+  pred.categories.clear();  // not categorical: sorted
+  eval::CellEvalOptions o;
+  o.controlPert = "ctrl";
+  const auto report = eval::evaluateCellEval(real, pred, o);
+  EXPECT_EQ(report.realDe->targets, (std::vector<std::string>{"p10", "p2"}));  // computed sorted
+  EXPECT_EQ(report.realDe->rowOrder, (std::vector<int64_t>{1, 0}));            // written p2, p10
+  EXPECT_EQ(report.predDe->rowOrder, (std::vector<int64_t>{0, 1}));
+  test::TempDir dir;
+  eval::writeDeCsv(*report.realDe, dir.file("real_de.csv"));
+  std::ifstream in(dir.file("real_de.csv"));
+  std::string header, first;
+  std::getline(in, header), std::getline(in, first);
+  EXPECT_EQ(first.rfind("p2,a,", 0), 0u) << first;
+}
+
 TEST(CellEvalPapalexi, MatchesCellEvalCli) {
   LATENTCELL_REQUIRE_PYTHON();
   const std::string screen = test::sourcePath("../shared/data/papalexi2021_thp1_eccite_299genes.h5ad");
