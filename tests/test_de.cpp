@@ -165,7 +165,8 @@ TEST(DifferentialExpression, ThreadedTargetsMatchSerial) {
   const at::Tensor groups = torch::randint(-1, 7, {300}, torch::kLong);
   DeOptions threaded;
   threaded.threads = 3;
-  const DeResult serial = differentialExpression(x, groups, 0), parallel = differentialExpression(x, groups, 0, threaded);
+  const DeResult serial = differentialExpression(x, groups, 0);
+  const DeResult parallel = differentialExpression(x, groups, 0, threaded);
   EXPECT_TRUE(torch::equal(serial.targets, parallel.targets));
   EXPECT_TRUE(torch::equal(serial.statistic, parallel.statistic));
   EXPECT_TRUE(torch::equal(serial.pValue, parallel.pValue));
