@@ -497,6 +497,64 @@ struct AttributeMessage {
   uint64_t values_at = 0, end = 0;  // offsets in the chunk
 };
 
+// Where the datatype encoding at `at` in `b` ends, checked to stay below `limit`, with the sizes of
+// its members plausible (libhdf5 1.10 copies enum values and array elements with the sizes the file
+// claims: fuzz_h5ad found an enum whose 2048-byte base type overflowed its message). Compound
+// types, which no h5ad attribute uses, are taken at their declared length. `corrupt` throws.
+template <typename Byte, typename Field, typename Corrupt>
+uint64_t datatypeEnd(const std::string& b, uint64_t at, uint64_t limit, int depth, const Byte& byte, const Field& field,
+                     const Corrupt& corrupt) {
+  if (depth > 8 || at > limit || limit - at < 8) corrupt("an attribute's datatype is malformed");
+  const uint64_t cls = byte(b, at) & 0x0F, version = byte(b, at) >> 4;
+  const uint64_t bits = field(b, at + 1, 3), size = field(b, at + 4, 4);
+  uint64_t end = at + 8;
+  const auto need = [&](uint64_t n) {
+    if (n > limit - end) corrupt("an attribute's datatype runs past its message");
+    end += n;
+  };
+  const auto atomic = [&](uint64_t properties, bool bit_layout) {
+    if (size == 0 || size > 64) corrupt("an attribute's number type has an implausible size");
+    need(properties);
+    // Bit offset and precision (the first two properties) must lie within the size.
+    if (bit_layout && field(b, at + 8, 2) + field(b, at + 10, 2) > 8 * size)
+      corrupt("an attribute's number type has more bits than bytes");
+  };
+  switch (cls) {
+    case 0: atomic(4, true); break;    // integer: offset, precision
+    case 1: atomic(12, true); break;   // float: offset, precision, exponent and mantissa layout, bias
+    case 2: atomic(2, false); break;   // time
+    case 4: atomic(4, true); break;    // bitfield
+    case 3:                            // fixed-length string
+    case 6:                            // compound: taken at its declared length, not parsed
+    case 7: break;                     // reference
+    case 5: need(bits & 0xFF); break;  // opaque: its tag, padding included
+    case 8: {                          // enum: base type, names, values
+      const uint64_t members = bits & 0xFFFF;
+      end = datatypeEnd(b, end, limit, depth + 1, byte, field, corrupt);
+      const uint64_t base_size = field(b, at + 8 + 4, 4);
+      if (base_size == 0 || base_size > 8 || base_size != size) corrupt("an attribute's enum has an implausible base type");
+      for (uint64_t m = 0; m < members; ++m) {  // NUL-terminated names, padded to 8 before version 3
+        uint64_t n = 0;
+        while (byte(b, end + n) != 0) ++n;
+        need(version >= 3 ? n + 1 : (n + 8) / 8 * 8);
+      }
+      if (members > (limit - end) / base_size) corrupt("an attribute's enum values run past its message");
+      end += members * base_size;
+      break;
+    }
+    case 9: end = datatypeEnd(b, end, limit, depth + 1, byte, field, corrupt); break;  // vlen: base type
+    case 10: {  // array: rank, dimensions (and permutations before version 3), base type
+      const uint64_t rank = byte(b, end);
+      need(version >= 3 ? 1 : 4);
+      need(rank * (version >= 3 ? 4 : 8));
+      end = datatypeEnd(b, end, limit, depth + 1, byte, field, corrupt);
+      break;
+    }
+    default: corrupt("an attribute's datatype has an unknown class");
+  }
+  return end;
+}
+
 // Calls `visit(chunk, message)` for every attribute message of the object header of `obj`; stops
 // when it returns true. Corrupt framing throws, naming `owner`.
 template <typename Visit>
@@ -574,6 +632,30 @@ void visitAttributeMessages(const H5File& f, hid_t obj, const std::string& owner
         const size_t name_length = strnlen(b.data() + name_at, name_size);
         if (name_length == name_size) corrupt("an attribute name without its terminating NUL");
         m.name.assign(b.data() + name_at, name_length);
+        // The values must fit the message: elements (from the dataspace) times the element size
+        // (from the datatype; a variable-length element is a heap reference). libhdf5 1.10 copies
+        // them without checking. Shared datatypes or dataspaces live elsewhere and are left alone.
+        const uint64_t attr_flags = version == 1 ? 0 : byte(b, data + 1);
+        if (!(attr_flags & 0x03)) {
+          const uint64_t type_at = name_at + pad(name_size), space_at = type_at + pad(type_size);
+          if (type_size < 8 || space_size < 4) corrupt("an attribute's datatype or dataspace is too short");
+          datatypeEnd(b, type_at, type_at + type_size, 0, byte, field, corrupt);
+          const uint64_t type_class = byte(b, type_at) & 0x0F;
+          const uint64_t element = type_class == 9 ? 4 + f.sizeof_addr + 4 : field(b, type_at + 4, 4);
+          const uint64_t space_version = byte(b, space_at), rank = byte(b, space_at + 1);
+          const uint64_t dims_at = space_at + (space_version == 1 ? 8 : 4);
+          if ((space_version != 1 && space_version != 2) || rank > 32 ||
+              dims_at + rank * f.sizeof_size > space_at + space_size)
+            corrupt("an attribute's dataspace is malformed");
+          uint64_t elements = space_version == 2 && byte(b, space_at + 3) == 2 ? 0 : 1;  // type 2: null
+          for (uint64_t d = 0; d < rank; ++d) {
+            const uint64_t extent = field(b, dims_at + d * f.sizeof_size, f.sizeof_size);
+            if (extent != 0 && elements > (m.end - m.values_at) / extent) corrupt("an attribute's values run past its message");
+            elements *= extent;
+          }
+          if (element != 0 && elements > (m.end - m.values_at) / element)
+            corrupt("an attribute's values run past its message");
+        }
         if (visit(b, m)) return;
       }
       p = data + size;
