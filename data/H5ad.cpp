@@ -140,6 +140,7 @@ struct H5File {
   size_t sizeof_addr = 8, sizeof_size = 8;
   mutable std::map<uint64_t, std::map<uint32_t, uint64_t>> heaps;  // checked collections: index -> size
   mutable std::set<uint64_t> checked_headers;                      // object headers whose attributes passed
+  mutable std::set<uint64_t> checked_heaps;                        // group link name heaps that passed
 
   // `n` raw bytes at file offset `offset`, which must lie within the file.
   std::string readBytes(uint64_t offset, uint64_t n, const std::string& what) const {
@@ -202,24 +203,40 @@ std::vector<std::string> splitPath(const std::string& path) {
   return parts;
 }
 
-// Whether `path` (relative to `loc`) names an object. H5Lexists fails on a missing intermediate
-// group, so the components are checked in turn.
-bool exists(hid_t loc, const std::string& path) {
-  std::string prefix;
-  for (const auto& part : splitPath(path)) {
-    prefix += (prefix.empty() ? "" : "/") + part;
-    if (H5Lexists(loc, prefix.c_str(), H5P_DEFAULT) <= 0) {
+void checkGroupHeap(const H5File& f, hid_t group, const std::string& name);  // see "object headers"
+
+// Whether `path` (relative to `loc`) names an object. The components are looked up one group at a
+// time (H5Lexists fails on a missing intermediate group), each group's link heap checked first.
+bool exists(const H5File& f, hid_t loc, const std::string& path) {
+  const auto parts = splitPath(path);
+  if (parts.empty()) return false;
+  Id opened;
+  hid_t group = loc;
+  std::string where;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    checkGroupHeap(f, group, where.empty() ? "the root group" : where);
+    if (H5Lexists(group, parts[i].c_str(), H5P_DEFAULT) <= 0) {
       H5Eclear2(H5E_DEFAULT);
       return false;
     }
+    where += (where.empty() ? "" : "/") + parts[i];
+    if (i + 1 == parts.size()) break;
+    const hid_t next = H5Oopen(group, parts[i].c_str(), H5P_DEFAULT);
+    if (next < 0) {
+      H5Eclear2(H5E_DEFAULT);
+      return false;
+    }
+    opened = Id(next, H5Oclose);
+    if (H5Iget_type(next) != H5I_GROUP) return false;
+    group = next;
   }
-  const bool found = !prefix.empty() && H5Oexists_by_name(loc, prefix.c_str(), H5P_DEFAULT) > 0;
+  const bool found = H5Oexists_by_name(group, parts.back().c_str(), H5P_DEFAULT) > 0;
   H5Eclear2(H5E_DEFAULT);
   return found;
 }
 
 Id openObject(const H5File& f, hid_t loc, const std::string& key, const std::string& name) {
-  if (!exists(loc, key)) f.fail(name + " not found; the file does not hold it");
+  if (!exists(f, loc, key)) f.fail(name + " not found; the file does not hold it");
   const hid_t id = H5Oopen(loc, key.c_str(), H5P_DEFAULT);
   if (id < 0) f.failHdf5("cannot open " + name);
   return Id(id, H5Oclose);
@@ -555,10 +572,12 @@ uint64_t datatypeEnd(const std::string& b, uint64_t at, uint64_t limit, int dept
   return end;
 }
 
-// Calls `visit(chunk, message)` for every attribute message of the object header of `obj`; stops
-// when it returns true. Corrupt framing throws, naming `owner`.
-template <typename Visit>
-void visitAttributeMessages(const H5File& f, hid_t obj, const std::string& owner, Visit&& visit) {
+// Walks the object header of `obj`: calls `message(chunk, type, data, size)` for every message and
+// `attribute(chunk, attribute message)` for every attribute message, whose framing it checks first;
+// stops when either returns true. Corrupt framing throws, naming `owner`.
+template <typename OnMessage, typename OnAttribute>
+void visitObjectHeader(const H5File& f, hid_t obj, const std::string& owner, OnMessage&& message,
+                       OnAttribute&& attribute) {
 #if H5_VERSION_GE(1, 12, 0)
   return;
 #else
@@ -613,6 +632,7 @@ void visitAttributeMessages(const H5File& f, hid_t obj, const std::string& owner
       const uint64_t flags = v2 ? byte(b, p + 3) : byte(b, p + 4);
       const uint64_t data = p + message_header;
       if (size > b.size() - data) corrupt("a message runs past its chunk");
+      if (message(b, type, data, size)) return;
       if (type == 0x10) {  // continuation: address and length of the next chunk
         const uint64_t addr = field(b, data, f.sizeof_addr), length = field(b, data + f.sizeof_addr, f.sizeof_size);
         if (addr > f.file_size || length > f.file_size) corrupt("a continuation beyond the file");
@@ -656,7 +676,7 @@ void visitAttributeMessages(const H5File& f, hid_t obj, const std::string& owner
           if (element != 0 && elements > (m.end - m.values_at) / element)
             corrupt("an attribute's values run past its message");
         }
-        if (visit(b, m)) return;
+        if (attribute(b, m)) return;
       }
       p = data + size;
     }
@@ -671,7 +691,9 @@ void checkAttributeMessages(const H5File& f, hid_t obj, const std::string& owner
   H5O_info_t info;
   if (H5Oget_info2(obj, &info, H5O_INFO_BASIC) < 0) f.failHdf5("cannot locate the object header of " + owner);
   if (!f.checked_headers.insert(info.addr).second) return;
-  visitAttributeMessages(f, obj, owner, [](const std::string&, const AttributeMessage&) { return false; });
+  visitObjectHeader(
+      f, obj, owner, [](const std::string&, uint64_t, uint64_t, uint64_t) { return false; },
+      [](const std::string&, const AttributeMessage&) { return false; });
 #endif
 }
 
@@ -688,13 +710,57 @@ bool hasAttribute(const H5File& f, hid_t obj, const std::string& owner, const ch
 std::optional<std::string> rawAttributeReferences(const H5File& f, const Array& a) {
   const uint64_t data_bytes = static_cast<uint64_t>(a.size()) * (4 + f.sizeof_addr + 4);
   std::optional<std::string> raw;
-  visitAttributeMessages(f, a.owner(), a.name(), [&](const std::string& chunk, const AttributeMessage& m) {
-    if (m.name != a.attributeName()) return false;
-    if (data_bytes > m.end - m.values_at) a.fail("has more values than its message holds; the file is corrupt");
-    raw = chunk.substr(m.values_at, data_bytes);
-    return true;
-  });
+  visitObjectHeader(
+      f, a.owner(), a.name(), [](const std::string&, uint64_t, uint64_t, uint64_t) { return false; },
+      [&](const std::string& chunk, const AttributeMessage& m) {
+        if (m.name != a.attributeName()) return false;
+        if (data_bytes > m.end - m.values_at) a.fail("has more values than its message holds; the file is corrupt");
+        raw = chunk.substr(m.values_at, data_bytes);
+        return true;
+      });
   return raw;
+}
+
+// Old-style groups (what h5py and anndata write) keep their link names in a local heap, whose free
+// list libhdf5 1.10 follows without a cycle check and whose size it allocates before reading
+// (fuzz_h5ad: a looping free list made it allocate until the machine ran out of memory; a claimed
+// size of 2.9 GB in a 38 KB file). So before latentcell looks anything up in a group, the group's
+// heap must lie inside the file and its free list must stay inside the heap without looping.
+void checkGroupHeap(const H5File& f, hid_t group, const std::string& name) {
+#if !H5_VERSION_GE(1, 12, 0)
+  std::optional<uint64_t> heap;
+  visitObjectHeader(
+      f, group, name,
+      [&](const std::string& chunk, uint64_t type, uint64_t data, uint64_t size) {
+        if (type != 0x11) return false;  // symbol table: B-tree address, local heap address
+        if (size < 2 * f.sizeof_addr) f.fail(name + " has a corrupt symbol table message; the file is corrupt");
+        heap = littleEndian(chunk.data() + data + f.sizeof_addr, f.sizeof_addr);
+        return true;
+      },
+      [](const std::string&, const AttributeMessage&) { return false; });
+  if (!heap || !f.checked_heaps.insert(*heap).second) return;  // new-style groups have no local heap
+  const auto corrupt = [&](const char* why) {
+    f.fail(fmt::format("{} has a corrupt link name heap ({}); the file is corrupt: re-create or re-download it", name,
+                       why));
+  };
+  const size_t ss = f.sizeof_size;
+  const std::string head = f.readBytes(f.base + *heap, 8 + 2 * ss + f.sizeof_addr, name + "'s link name heap");
+  if (head.compare(0, 4, "HEAP") != 0 || head[4] != 0) corrupt("no heap signature");
+  const uint64_t size = littleEndian(head.data() + 8, ss);
+  uint64_t free_block = littleEndian(head.data() + 8 + ss, ss);
+  const uint64_t data_addr = littleEndian(head.data() + 8 + 2 * ss, f.sizeof_addr);
+  if (data_addr > f.file_size || size > f.file_size - data_addr) corrupt("it runs past the end of the file");
+  const std::string data = f.readBytes(f.base + data_addr, size, name + "'s link name heap");
+  const uint64_t none = ss == 8 ? ~uint64_t{0} : 0xFFFFFFFFu;  // libhdf5 ends the list with 1 or all ones
+  std::set<uint64_t> seen;
+  while (free_block != 1 && free_block != none) {
+    if (!seen.insert(free_block).second) corrupt("its free list loops");
+    if (free_block >= size || size - free_block < 2 * ss) corrupt("its free list points outside it");
+    const uint64_t next = littleEndian(data.data() + free_block, ss);
+    if (littleEndian(data.data() + free_block + ss, ss) > size - free_block) corrupt("a free block runs past it");
+    free_block = next;
+  }
+#endif
 }
 
 std::vector<std::string> readStrings(const Array& a) {
@@ -807,6 +873,7 @@ std::string encodingType(const H5File& f, hid_t obj, const std::string& name) {
 }
 
 std::vector<std::string> memberNames(const H5File& f, hid_t group, const std::string& name) {
+  checkGroupHeap(f, group, name);
   H5G_info_t info;
   if (H5Gget_info(group, &info) < 0) f.failHdf5("cannot list " + name);
   std::vector<std::string> names;
@@ -832,13 +899,13 @@ struct Matrix {
 std::string availableMatrices(const H5File& f) {
   std::string list;
   auto add = [&](const std::string& s) { list += (list.empty() ? "" : ", ") + s; };
-  if (exists(f.id.get(), "X")) add("X");
-  if (exists(f.id.get(), "layers")) {
+  if (exists(f, f.id.get(), "X")) add("X");
+  if (exists(f, f.id.get(), "layers")) {
     const Id layers = openObject(f, f.id.get(), "layers", "layers");
     if (isGroup(layers.get()))
       for (const auto& n : memberNames(f, layers.get(), "layers")) add("layers/" + n);
   }
-  if (exists(f.id.get(), "raw/X")) add("raw/X");
+  if (exists(f, f.id.get(), "raw/X")) add("raw/X");
   return list.empty() ? "none" : list;
 }
 
@@ -847,7 +914,7 @@ Matrix openMatrix(const H5File& f, const std::string& name) {
   if (name != "X" && name != "raw/X" && !layer)
     f.fail("cannot read matrix '" + name + "': choose X, raw/X or layers/<name> (the file holds: " +
            availableMatrices(f) + ")");
-  if (!exists(f.id.get(), name)) {
+  if (!exists(f, f.id.get(), name)) {
     const std::string available = availableMatrices(f);
     f.fail("has no matrix " + name +
            (available == "none" ? " and no other (no layers, no raw/X): it holds no expression data"
@@ -1146,7 +1213,7 @@ Column readColumn(const H5File& f, hid_t frame, const std::string& key, const st
 
 DataFrame readFrame(const H5File& f, const std::string& name, int64_t rows) {
   DataFrame df;
-  if (!exists(f.id.get(), name)) {
+  if (!exists(f, f.id.get(), name)) {
     // anndata names rows 0..n-1 when a file has no frame.
     for (int64_t i = 0; i < rows; ++i) df.index.push_back(std::to_string(i));
     return df;
@@ -1190,7 +1257,7 @@ std::string describeEntry(const H5File& f, Id obj, const std::string& name) {
 
 std::map<std::string, DenseMatrix> readDenseMap(const H5File& f, const std::string& name, int64_t rows) {
   std::map<std::string, DenseMatrix> out;
-  if (!exists(f.id.get(), name)) return out;
+  if (!exists(f, f.id.get(), name)) return out;
   const Id g = openObject(f, f.id.get(), name, name);
   if (!isGroup(g.get())) {
     core::logDebug("{}: skipping {}: not a group of arrays", f.path, name);
@@ -1221,7 +1288,7 @@ std::map<std::string, DenseMatrix> readDenseMap(const H5File& f, const std::stri
 }
 
 void readUns(const H5File& f, AnnData& adata) {
-  if (!exists(f.id.get(), "uns")) return;
+  if (!exists(f, f.id.get(), "uns")) return;
   const Id g = openObject(f, f.id.get(), "uns", "uns");
   if (!isGroup(g.get())) return;
   for (const auto& key : memberNames(f, g.get(), "uns")) {
@@ -1255,12 +1322,12 @@ H5adInfo describe(const H5File& f, const std::string& name, const Matrix& m) {
   info.rows = m.rows;
   info.cols = m.cols;
   info.stored = m.storage == H5adStorage::Dense ? m.rows * m.cols : m.data->size();
-  if (exists(f.id.get(), "layers")) {
+  if (exists(f, f.id.get(), "layers")) {
     const Id g = openObject(f, f.id.get(), "layers", "layers");
     if (isGroup(g.get())) info.layers = memberNames(f, g.get(), "layers");
   }
-  info.has_raw = exists(f.id.get(), "raw/X");
-  if (exists(f.id.get(), "obsm")) {
+  info.has_raw = exists(f, f.id.get(), "raw/X");
+  if (exists(f, f.id.get(), "obsm")) {
     const Id g = openObject(f, f.id.get(), "obsm", "obsm");
     if (isGroup(g.get()))
       for (const auto& key : memberNames(f, g.get(), "obsm")) {
