@@ -268,12 +268,13 @@ hid_t nativeType() {
   else static_assert(sizeof(T) == 0, "no HDF5 type for T");
 }
 
-void checkAttributeMessages(const H5File& f, hid_t obj, const std::string& owner);  // see "object headers"
+void checkObjectHeader(const H5File& f, hid_t obj, const std::string& owner);  // see "object headers"
 
 // A dataset or an attribute: both are typed arrays with a dataspace and are read the same way.
 class Array {
  public:
   static Array dataset(const H5File& f, Id id, std::string name) {
+    checkObjectHeader(f, id.get(), name);
     Array a(f, std::move(name), false);
     a.id_ = std::move(id);
     a.init(H5Dget_type(a.id_.get()), H5Dget_space(a.id_.get()));
@@ -289,7 +290,7 @@ class Array {
     Array a(f, owner + " attribute '" + attr + "'", true);
     a.owner_ = obj;
     a.attr_name_ = attr;
-    checkAttributeMessages(f, obj, owner);
+    checkObjectHeader(f, obj, owner);
     const hid_t id = H5Aopen(obj, attr.c_str(), H5P_DEFAULT);
     if (id < 0) f.failHdf5("cannot open " + a.name_);
     a.id_ = Id(id, H5Aclose);
@@ -502,8 +503,9 @@ std::optional<std::string> rawDatasetReferences(const H5File& f, const Array& a)
 // and it has no API for an attribute's raw data. So latentcell reads the object headers of the
 // objects whose attributes it uses itself, as the HDF5 file format specification lays them out
 // (version 1 and 2 headers, continuation chunks, attribute messages of versions 1 to 3), every read
-// bounds-checked: attribute messages whose name, datatype or dataspace run past the message are
-// rejected before libhdf5 sees them, and the heap references of string attributes are found there.
+// bounds-checked: attribute messages whose name, datatype or dataspace run past the message, and
+// datatypes (of datasets and attributes) with implausible sizes, are rejected before libhdf5 uses
+// them, and the heap references of string attributes are found there.
 // Attributes in dense storage (a fractal heap: objects with many attributes, which h5py and anndata
 // do not write) and shared messages are left to libhdf5. HDF5 >= 1.12 addresses objects by tokens
 // and checks its own decoding, so there the headers are not read.
@@ -515,26 +517,28 @@ struct AttributeMessage {
 };
 
 // Where the datatype encoding at `at` in `b` ends, checked to stay below `limit`, with the sizes of
-// its members plausible (libhdf5 1.10 copies enum values and array elements with the sizes the file
-// claims: fuzz_h5ad found an enum whose 2048-byte base type overflowed its message). Compound
-// types, which no h5ad attribute uses, are taken at their declared length. `corrupt` throws.
+// its members plausible (libhdf5 1.10 copies enum values and array elements, and allocates
+// conversion buffers, with the sizes the file claims: fuzz_h5ad found an enum whose 2048-byte base
+// type overflowed its message, and a string dataset whose 1.7 GB character type made every read
+// allocate gigabytes). Compound types, which h5ad files do not use, are taken at their declared
+// length. `corrupt` throws.
 template <typename Byte, typename Field, typename Corrupt>
 uint64_t datatypeEnd(const std::string& b, uint64_t at, uint64_t limit, int depth, const Byte& byte, const Field& field,
                      const Corrupt& corrupt) {
-  if (depth > 8 || at > limit || limit - at < 8) corrupt("an attribute's datatype is malformed");
+  if (depth > 8 || at > limit || limit - at < 8) corrupt("a datatype is malformed");
   const uint64_t cls = byte(b, at) & 0x0F, version = byte(b, at) >> 4;
   const uint64_t bits = field(b, at + 1, 3), size = field(b, at + 4, 4);
   uint64_t end = at + 8;
   const auto need = [&](uint64_t n) {
-    if (n > limit - end) corrupt("an attribute's datatype runs past its message");
+    if (n > limit - end) corrupt("a datatype runs past its message");
     end += n;
   };
   const auto atomic = [&](uint64_t properties, bool bit_layout) {
-    if (size == 0 || size > 64) corrupt("an attribute's number type has an implausible size");
+    if (size == 0 || size > 64) corrupt("a number type has an implausible size");
     need(properties);
     // Bit offset and precision (the first two properties) must lie within the size.
     if (bit_layout && field(b, at + 8, 2) + field(b, at + 10, 2) > 8 * size)
-      corrupt("an attribute's number type has more bits than bytes");
+      corrupt("a number type has more bits than bytes");
   };
   switch (cls) {
     case 0: atomic(4, true); break;    // integer: offset, precision
@@ -549,13 +553,13 @@ uint64_t datatypeEnd(const std::string& b, uint64_t at, uint64_t limit, int dept
       const uint64_t members = bits & 0xFFFF;
       end = datatypeEnd(b, end, limit, depth + 1, byte, field, corrupt);
       const uint64_t base_size = field(b, at + 8 + 4, 4);
-      if (base_size == 0 || base_size > 8 || base_size != size) corrupt("an attribute's enum has an implausible base type");
+      if (base_size == 0 || base_size > 8 || base_size != size) corrupt("an enum has an implausible base type");
       for (uint64_t m = 0; m < members; ++m) {  // NUL-terminated names, padded to 8 before version 3
         uint64_t n = 0;
         while (byte(b, end + n) != 0) ++n;
         need(version >= 3 ? n + 1 : (n + 8) / 8 * 8);
       }
-      if (members > (limit - end) / base_size) corrupt("an attribute's enum values run past its message");
+      if (members > (limit - end) / base_size) corrupt("enum values run past their message");
       end += members * base_size;
       break;
     }
@@ -567,7 +571,7 @@ uint64_t datatypeEnd(const std::string& b, uint64_t at, uint64_t limit, int dept
       end = datatypeEnd(b, end, limit, depth + 1, byte, field, corrupt);
       break;
     }
-    default: corrupt("an attribute's datatype has an unknown class");
+    default: corrupt("a datatype of unknown class");
   }
   return end;
 }
@@ -633,6 +637,7 @@ void visitObjectHeader(const H5File& f, hid_t obj, const std::string& owner, OnM
       const uint64_t data = p + message_header;
       if (size > b.size() - data) corrupt("a message runs past its chunk");
       if (message(b, type, data, size)) return;
+      if (type == 0x03 && !(flags & 0x02)) datatypeEnd(b, data, data + size, 0, byte, field, corrupt);  // datatype
       if (type == 0x10) {  // continuation: address and length of the next chunk
         const uint64_t addr = field(b, data, f.sizeof_addr), length = field(b, data + f.sizeof_addr, f.sizeof_size);
         if (addr > f.file_size || length > f.file_size) corrupt("a continuation beyond the file");
@@ -684,9 +689,9 @@ void visitObjectHeader(const H5File& f, hid_t obj, const std::string& owner, OnM
 #endif
 }
 
-// Checks the framing of the attribute messages of `obj` before libhdf5 decodes them; each object
-// header is read once per file.
-void checkAttributeMessages(const H5File& f, hid_t obj, const std::string& owner) {
+// Checks the datatype and attribute messages of `obj` before libhdf5 decodes or converts with them;
+// each object header is read once per file.
+void checkObjectHeader(const H5File& f, hid_t obj, const std::string& owner) {
 #if !H5_VERSION_GE(1, 12, 0)
   H5O_info_t info;
   if (H5Oget_info2(obj, &info, H5O_INFO_BASIC) < 0) f.failHdf5("cannot locate the object header of " + owner);
@@ -697,9 +702,9 @@ void checkAttributeMessages(const H5File& f, hid_t obj, const std::string& owner
 #endif
 }
 
-// H5Aexists after checkAttributeMessages.
+// H5Aexists after checkObjectHeader.
 bool hasAttribute(const H5File& f, hid_t obj, const std::string& owner, const char* attr) {
-  checkAttributeMessages(f, obj, owner);
+  checkObjectHeader(f, obj, owner);
   const htri_t r = H5Aexists(obj, attr);
   if (r < 0) H5Eclear2(H5E_DEFAULT);
   return r > 0;
