@@ -140,6 +140,7 @@ struct H5File {
   size_t sizeof_addr = 8, sizeof_size = 8;
   mutable std::map<uint64_t, std::map<uint32_t, uint64_t>> heaps;  // checked collections: index -> size
   mutable std::set<uint64_t> checked_headers;                      // object headers whose attributes passed
+  mutable std::set<uint64_t> checked_heaps;                        // group link name heaps that passed
 
   // `n` raw bytes at file offset `offset`, which must lie within the file.
   std::string readBytes(uint64_t offset, uint64_t n, const std::string& what) const {
@@ -202,24 +203,40 @@ std::vector<std::string> splitPath(const std::string& path) {
   return parts;
 }
 
-// Whether `path` (relative to `loc`) names an object. H5Lexists fails on a missing intermediate
-// group, so the components are checked in turn.
-bool exists(hid_t loc, const std::string& path) {
-  std::string prefix;
-  for (const auto& part : splitPath(path)) {
-    prefix += (prefix.empty() ? "" : "/") + part;
-    if (H5Lexists(loc, prefix.c_str(), H5P_DEFAULT) <= 0) {
+void checkGroupHeap(const H5File& f, hid_t group, const std::string& name);  // see "object headers"
+
+// Whether `path` (relative to `loc`) names an object. The components are looked up one group at a
+// time (H5Lexists fails on a missing intermediate group), each group's link heap checked first.
+bool exists(const H5File& f, hid_t loc, const std::string& path) {
+  const auto parts = splitPath(path);
+  if (parts.empty()) return false;
+  Id opened;
+  hid_t group = loc;
+  std::string where;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    checkGroupHeap(f, group, where.empty() ? "the root group" : where);
+    if (H5Lexists(group, parts[i].c_str(), H5P_DEFAULT) <= 0) {
       H5Eclear2(H5E_DEFAULT);
       return false;
     }
+    where += (where.empty() ? "" : "/") + parts[i];
+    if (i + 1 == parts.size()) break;
+    const hid_t next = H5Oopen(group, parts[i].c_str(), H5P_DEFAULT);
+    if (next < 0) {
+      H5Eclear2(H5E_DEFAULT);
+      return false;
+    }
+    opened = Id(next, H5Oclose);
+    if (H5Iget_type(next) != H5I_GROUP) return false;
+    group = next;
   }
-  const bool found = !prefix.empty() && H5Oexists_by_name(loc, prefix.c_str(), H5P_DEFAULT) > 0;
+  const bool found = H5Oexists_by_name(group, parts.back().c_str(), H5P_DEFAULT) > 0;
   H5Eclear2(H5E_DEFAULT);
   return found;
 }
 
 Id openObject(const H5File& f, hid_t loc, const std::string& key, const std::string& name) {
-  if (!exists(loc, key)) f.fail(name + " not found; the file does not hold it");
+  if (!exists(f, loc, key)) f.fail(name + " not found; the file does not hold it");
   const hid_t id = H5Oopen(loc, key.c_str(), H5P_DEFAULT);
   if (id < 0) f.failHdf5("cannot open " + name);
   return Id(id, H5Oclose);
@@ -251,12 +268,13 @@ hid_t nativeType() {
   else static_assert(sizeof(T) == 0, "no HDF5 type for T");
 }
 
-void checkAttributeMessages(const H5File& f, hid_t obj, const std::string& owner);  // see "object headers"
+void checkObjectHeader(const H5File& f, hid_t obj, const std::string& owner);  // see "object headers"
 
 // A dataset or an attribute: both are typed arrays with a dataspace and are read the same way.
 class Array {
  public:
   static Array dataset(const H5File& f, Id id, std::string name) {
+    checkObjectHeader(f, id.get(), name);
     Array a(f, std::move(name), false);
     a.id_ = std::move(id);
     a.init(H5Dget_type(a.id_.get()), H5Dget_space(a.id_.get()));
@@ -272,7 +290,7 @@ class Array {
     Array a(f, owner + " attribute '" + attr + "'", true);
     a.owner_ = obj;
     a.attr_name_ = attr;
-    checkAttributeMessages(f, obj, owner);
+    checkObjectHeader(f, obj, owner);
     const hid_t id = H5Aopen(obj, attr.c_str(), H5P_DEFAULT);
     if (id < 0) f.failHdf5("cannot open " + a.name_);
     a.id_ = Id(id, H5Aclose);
@@ -485,8 +503,9 @@ std::optional<std::string> rawDatasetReferences(const H5File& f, const Array& a)
 // and it has no API for an attribute's raw data. So latentcell reads the object headers of the
 // objects whose attributes it uses itself, as the HDF5 file format specification lays them out
 // (version 1 and 2 headers, continuation chunks, attribute messages of versions 1 to 3), every read
-// bounds-checked: attribute messages whose name, datatype or dataspace run past the message are
-// rejected before libhdf5 sees them, and the heap references of string attributes are found there.
+// bounds-checked: attribute messages whose name, datatype or dataspace run past the message, and
+// datatypes (of datasets and attributes) with implausible sizes, are rejected before libhdf5 uses
+// them, and the heap references of string attributes are found there.
 // Attributes in dense storage (a fractal heap: objects with many attributes, which h5py and anndata
 // do not write) and shared messages are left to libhdf5. HDF5 >= 1.12 addresses objects by tokens
 // and checks its own decoding, so there the headers are not read.
@@ -497,10 +516,72 @@ struct AttributeMessage {
   uint64_t values_at = 0, end = 0;  // offsets in the chunk
 };
 
-// Calls `visit(chunk, message)` for every attribute message of the object header of `obj`; stops
-// when it returns true. Corrupt framing throws, naming `owner`.
-template <typename Visit>
-void visitAttributeMessages(const H5File& f, hid_t obj, const std::string& owner, Visit&& visit) {
+// Where the datatype encoding at `at` in `b` ends, checked to stay below `limit`, with the sizes of
+// its members plausible (libhdf5 1.10 copies enum values and array elements, and allocates
+// conversion buffers, with the sizes the file claims: fuzz_h5ad found an enum whose 2048-byte base
+// type overflowed its message, and a string dataset whose 1.7 GB character type made every read
+// allocate gigabytes). Compound types, which h5ad files do not use, are taken at their declared
+// length. `corrupt` throws.
+template <typename Byte, typename Field, typename Corrupt>
+uint64_t datatypeEnd(const std::string& b, uint64_t at, uint64_t limit, int depth, const Byte& byte, const Field& field,
+                     const Corrupt& corrupt) {
+  if (depth > 8 || at > limit || limit - at < 8) corrupt("a datatype is malformed");
+  const uint64_t cls = byte(b, at) & 0x0F, version = byte(b, at) >> 4;
+  const uint64_t bits = field(b, at + 1, 3), size = field(b, at + 4, 4);
+  uint64_t end = at + 8;
+  const auto need = [&](uint64_t n) {
+    if (n > limit - end) corrupt("a datatype runs past its message");
+    end += n;
+  };
+  const auto atomic = [&](uint64_t properties, bool bit_layout) {
+    if (size == 0 || size > 64) corrupt("a number type has an implausible size");
+    need(properties);
+    // Bit offset and precision (the first two properties) must lie within the size.
+    if (bit_layout && field(b, at + 8, 2) + field(b, at + 10, 2) > 8 * size)
+      corrupt("a number type has more bits than bytes");
+  };
+  switch (cls) {
+    case 0: atomic(4, true); break;    // integer: offset, precision
+    case 1: atomic(12, true); break;   // float: offset, precision, exponent and mantissa layout, bias
+    case 2: atomic(2, false); break;   // time
+    case 4: atomic(4, true); break;    // bitfield
+    case 3:                            // fixed-length string
+    case 6:                            // compound: taken at its declared length, not parsed
+    case 7: break;                     // reference
+    case 5: need(bits & 0xFF); break;  // opaque: its tag, padding included
+    case 8: {                          // enum: base type, names, values
+      const uint64_t members = bits & 0xFFFF;
+      end = datatypeEnd(b, end, limit, depth + 1, byte, field, corrupt);
+      const uint64_t base_size = field(b, at + 8 + 4, 4);
+      if (base_size == 0 || base_size > 8 || base_size != size) corrupt("an enum has an implausible base type");
+      for (uint64_t m = 0; m < members; ++m) {  // NUL-terminated names, padded to 8 before version 3
+        uint64_t n = 0;
+        while (byte(b, end + n) != 0) ++n;
+        need(version >= 3 ? n + 1 : (n + 8) / 8 * 8);
+      }
+      if (members > (limit - end) / base_size) corrupt("enum values run past their message");
+      end += members * base_size;
+      break;
+    }
+    case 9: end = datatypeEnd(b, end, limit, depth + 1, byte, field, corrupt); break;  // vlen: base type
+    case 10: {  // array: rank, dimensions (and permutations before version 3), base type
+      const uint64_t rank = byte(b, end);
+      need(version >= 3 ? 1 : 4);
+      need(rank * (version >= 3 ? 4 : 8));
+      end = datatypeEnd(b, end, limit, depth + 1, byte, field, corrupt);
+      break;
+    }
+    default: corrupt("a datatype of unknown class");
+  }
+  return end;
+}
+
+// Walks the object header of `obj`: calls `message(chunk, type, data, size)` for every message and
+// `attribute(chunk, attribute message)` for every attribute message, whose framing it checks first;
+// stops when either returns true. Corrupt framing throws, naming `owner`.
+template <typename OnMessage, typename OnAttribute>
+void visitObjectHeader(const H5File& f, hid_t obj, const std::string& owner, OnMessage&& message,
+                       OnAttribute&& attribute) {
 #if H5_VERSION_GE(1, 12, 0)
   return;
 #else
@@ -555,6 +636,8 @@ void visitAttributeMessages(const H5File& f, hid_t obj, const std::string& owner
       const uint64_t flags = v2 ? byte(b, p + 3) : byte(b, p + 4);
       const uint64_t data = p + message_header;
       if (size > b.size() - data) corrupt("a message runs past its chunk");
+      if (message(b, type, data, size)) return;
+      if (type == 0x03 && !(flags & 0x02)) datatypeEnd(b, data, data + size, 0, byte, field, corrupt);  // datatype
       if (type == 0x10) {  // continuation: address and length of the next chunk
         const uint64_t addr = field(b, data, f.sizeof_addr), length = field(b, data + f.sizeof_addr, f.sizeof_size);
         if (addr > f.file_size || length > f.file_size) corrupt("a continuation beyond the file");
@@ -574,7 +657,31 @@ void visitAttributeMessages(const H5File& f, hid_t obj, const std::string& owner
         const size_t name_length = strnlen(b.data() + name_at, name_size);
         if (name_length == name_size) corrupt("an attribute name without its terminating NUL");
         m.name.assign(b.data() + name_at, name_length);
-        if (visit(b, m)) return;
+        // The values must fit the message: elements (from the dataspace) times the element size
+        // (from the datatype; a variable-length element is a heap reference). libhdf5 1.10 copies
+        // them without checking. Shared datatypes or dataspaces live elsewhere and are left alone.
+        const uint64_t attr_flags = version == 1 ? 0 : byte(b, data + 1);
+        if (!(attr_flags & 0x03)) {
+          const uint64_t type_at = name_at + pad(name_size), space_at = type_at + pad(type_size);
+          if (type_size < 8 || space_size < 4) corrupt("an attribute's datatype or dataspace is too short");
+          datatypeEnd(b, type_at, type_at + type_size, 0, byte, field, corrupt);
+          const uint64_t type_class = byte(b, type_at) & 0x0F;
+          const uint64_t element = type_class == 9 ? 4 + f.sizeof_addr + 4 : field(b, type_at + 4, 4);
+          const uint64_t space_version = byte(b, space_at), rank = byte(b, space_at + 1);
+          const uint64_t dims_at = space_at + (space_version == 1 ? 8 : 4);
+          if ((space_version != 1 && space_version != 2) || rank > 32 ||
+              dims_at + rank * f.sizeof_size > space_at + space_size)
+            corrupt("an attribute's dataspace is malformed");
+          uint64_t elements = space_version == 2 && byte(b, space_at + 3) == 2 ? 0 : 1;  // type 2: null
+          for (uint64_t d = 0; d < rank; ++d) {
+            const uint64_t extent = field(b, dims_at + d * f.sizeof_size, f.sizeof_size);
+            if (extent != 0 && elements > (m.end - m.values_at) / extent) corrupt("an attribute's values run past its message");
+            elements *= extent;
+          }
+          if (element != 0 && elements > (m.end - m.values_at) / element)
+            corrupt("an attribute's values run past its message");
+        }
+        if (attribute(b, m)) return;
       }
       p = data + size;
     }
@@ -582,20 +689,22 @@ void visitAttributeMessages(const H5File& f, hid_t obj, const std::string& owner
 #endif
 }
 
-// Checks the framing of the attribute messages of `obj` before libhdf5 decodes them; each object
-// header is read once per file.
-void checkAttributeMessages(const H5File& f, hid_t obj, const std::string& owner) {
+// Checks the datatype and attribute messages of `obj` before libhdf5 decodes or converts with them;
+// each object header is read once per file.
+void checkObjectHeader(const H5File& f, hid_t obj, const std::string& owner) {
 #if !H5_VERSION_GE(1, 12, 0)
   H5O_info_t info;
   if (H5Oget_info2(obj, &info, H5O_INFO_BASIC) < 0) f.failHdf5("cannot locate the object header of " + owner);
   if (!f.checked_headers.insert(info.addr).second) return;
-  visitAttributeMessages(f, obj, owner, [](const std::string&, const AttributeMessage&) { return false; });
+  visitObjectHeader(
+      f, obj, owner, [](const std::string&, uint64_t, uint64_t, uint64_t) { return false; },
+      [](const std::string&, const AttributeMessage&) { return false; });
 #endif
 }
 
-// H5Aexists after checkAttributeMessages.
+// H5Aexists after checkObjectHeader.
 bool hasAttribute(const H5File& f, hid_t obj, const std::string& owner, const char* attr) {
-  checkAttributeMessages(f, obj, owner);
+  checkObjectHeader(f, obj, owner);
   const htri_t r = H5Aexists(obj, attr);
   if (r < 0) H5Eclear2(H5E_DEFAULT);
   return r > 0;
@@ -606,13 +715,57 @@ bool hasAttribute(const H5File& f, hid_t obj, const std::string& owner, const ch
 std::optional<std::string> rawAttributeReferences(const H5File& f, const Array& a) {
   const uint64_t data_bytes = static_cast<uint64_t>(a.size()) * (4 + f.sizeof_addr + 4);
   std::optional<std::string> raw;
-  visitAttributeMessages(f, a.owner(), a.name(), [&](const std::string& chunk, const AttributeMessage& m) {
-    if (m.name != a.attributeName()) return false;
-    if (data_bytes > m.end - m.values_at) a.fail("has more values than its message holds; the file is corrupt");
-    raw = chunk.substr(m.values_at, data_bytes);
-    return true;
-  });
+  visitObjectHeader(
+      f, a.owner(), a.name(), [](const std::string&, uint64_t, uint64_t, uint64_t) { return false; },
+      [&](const std::string& chunk, const AttributeMessage& m) {
+        if (m.name != a.attributeName()) return false;
+        if (data_bytes > m.end - m.values_at) a.fail("has more values than its message holds; the file is corrupt");
+        raw = chunk.substr(m.values_at, data_bytes);
+        return true;
+      });
   return raw;
+}
+
+// Old-style groups (what h5py and anndata write) keep their link names in a local heap, whose free
+// list libhdf5 1.10 follows without a cycle check and whose size it allocates before reading
+// (fuzz_h5ad: a looping free list made it allocate until the machine ran out of memory; a claimed
+// size of 2.9 GB in a 38 KB file). So before latentcell looks anything up in a group, the group's
+// heap must lie inside the file and its free list must stay inside the heap without looping.
+void checkGroupHeap(const H5File& f, hid_t group, const std::string& name) {
+#if !H5_VERSION_GE(1, 12, 0)
+  std::optional<uint64_t> heap;
+  visitObjectHeader(
+      f, group, name,
+      [&](const std::string& chunk, uint64_t type, uint64_t data, uint64_t size) {
+        if (type != 0x11) return false;  // symbol table: B-tree address, local heap address
+        if (size < 2 * f.sizeof_addr) f.fail(name + " has a corrupt symbol table message; the file is corrupt");
+        heap = littleEndian(chunk.data() + data + f.sizeof_addr, f.sizeof_addr);
+        return true;
+      },
+      [](const std::string&, const AttributeMessage&) { return false; });
+  if (!heap || !f.checked_heaps.insert(*heap).second) return;  // new-style groups have no local heap
+  const auto corrupt = [&](const char* why) {
+    f.fail(fmt::format("{} has a corrupt link name heap ({}); the file is corrupt: re-create or re-download it", name,
+                       why));
+  };
+  const size_t ss = f.sizeof_size;
+  const std::string head = f.readBytes(f.base + *heap, 8 + 2 * ss + f.sizeof_addr, name + "'s link name heap");
+  if (head.compare(0, 4, "HEAP") != 0 || head[4] != 0) corrupt("no heap signature");
+  const uint64_t size = littleEndian(head.data() + 8, ss);
+  uint64_t free_block = littleEndian(head.data() + 8 + ss, ss);
+  const uint64_t data_addr = littleEndian(head.data() + 8 + 2 * ss, f.sizeof_addr);
+  if (data_addr > f.file_size || size > f.file_size - data_addr) corrupt("it runs past the end of the file");
+  const std::string data = f.readBytes(f.base + data_addr, size, name + "'s link name heap");
+  const uint64_t none = ss == 8 ? ~uint64_t{0} : 0xFFFFFFFFu;  // libhdf5 ends the list with 1 or all ones
+  std::set<uint64_t> seen;
+  while (free_block != 1 && free_block != none) {
+    if (!seen.insert(free_block).second) corrupt("its free list loops");
+    if (free_block >= size || size - free_block < 2 * ss) corrupt("its free list points outside it");
+    const uint64_t next = littleEndian(data.data() + free_block, ss);
+    if (littleEndian(data.data() + free_block + ss, ss) > size - free_block) corrupt("a free block runs past it");
+    free_block = next;
+  }
+#endif
 }
 
 std::vector<std::string> readStrings(const Array& a) {
@@ -725,6 +878,7 @@ std::string encodingType(const H5File& f, hid_t obj, const std::string& name) {
 }
 
 std::vector<std::string> memberNames(const H5File& f, hid_t group, const std::string& name) {
+  checkGroupHeap(f, group, name);
   H5G_info_t info;
   if (H5Gget_info(group, &info) < 0) f.failHdf5("cannot list " + name);
   std::vector<std::string> names;
@@ -750,13 +904,13 @@ struct Matrix {
 std::string availableMatrices(const H5File& f) {
   std::string list;
   auto add = [&](const std::string& s) { list += (list.empty() ? "" : ", ") + s; };
-  if (exists(f.id.get(), "X")) add("X");
-  if (exists(f.id.get(), "layers")) {
+  if (exists(f, f.id.get(), "X")) add("X");
+  if (exists(f, f.id.get(), "layers")) {
     const Id layers = openObject(f, f.id.get(), "layers", "layers");
     if (isGroup(layers.get()))
       for (const auto& n : memberNames(f, layers.get(), "layers")) add("layers/" + n);
   }
-  if (exists(f.id.get(), "raw/X")) add("raw/X");
+  if (exists(f, f.id.get(), "raw/X")) add("raw/X");
   return list.empty() ? "none" : list;
 }
 
@@ -765,7 +919,7 @@ Matrix openMatrix(const H5File& f, const std::string& name) {
   if (name != "X" && name != "raw/X" && !layer)
     f.fail("cannot read matrix '" + name + "': choose X, raw/X or layers/<name> (the file holds: " +
            availableMatrices(f) + ")");
-  if (!exists(f.id.get(), name)) {
+  if (!exists(f, f.id.get(), name)) {
     const std::string available = availableMatrices(f);
     f.fail("has no matrix " + name +
            (available == "none" ? " and no other (no layers, no raw/X): it holds no expression data"
@@ -1064,7 +1218,7 @@ Column readColumn(const H5File& f, hid_t frame, const std::string& key, const st
 
 DataFrame readFrame(const H5File& f, const std::string& name, int64_t rows) {
   DataFrame df;
-  if (!exists(f.id.get(), name)) {
+  if (!exists(f, f.id.get(), name)) {
     // anndata names rows 0..n-1 when a file has no frame.
     for (int64_t i = 0; i < rows; ++i) df.index.push_back(std::to_string(i));
     return df;
@@ -1108,7 +1262,7 @@ std::string describeEntry(const H5File& f, Id obj, const std::string& name) {
 
 std::map<std::string, DenseMatrix> readDenseMap(const H5File& f, const std::string& name, int64_t rows) {
   std::map<std::string, DenseMatrix> out;
-  if (!exists(f.id.get(), name)) return out;
+  if (!exists(f, f.id.get(), name)) return out;
   const Id g = openObject(f, f.id.get(), name, name);
   if (!isGroup(g.get())) {
     core::logDebug("{}: skipping {}: not a group of arrays", f.path, name);
@@ -1139,7 +1293,7 @@ std::map<std::string, DenseMatrix> readDenseMap(const H5File& f, const std::stri
 }
 
 void readUns(const H5File& f, AnnData& adata) {
-  if (!exists(f.id.get(), "uns")) return;
+  if (!exists(f, f.id.get(), "uns")) return;
   const Id g = openObject(f, f.id.get(), "uns", "uns");
   if (!isGroup(g.get())) return;
   for (const auto& key : memberNames(f, g.get(), "uns")) {
@@ -1173,12 +1327,12 @@ H5adInfo describe(const H5File& f, const std::string& name, const Matrix& m) {
   info.rows = m.rows;
   info.cols = m.cols;
   info.stored = m.storage == H5adStorage::Dense ? m.rows * m.cols : m.data->size();
-  if (exists(f.id.get(), "layers")) {
+  if (exists(f, f.id.get(), "layers")) {
     const Id g = openObject(f, f.id.get(), "layers", "layers");
     if (isGroup(g.get())) info.layers = memberNames(f, g.get(), "layers");
   }
-  info.has_raw = exists(f.id.get(), "raw/X");
-  if (exists(f.id.get(), "obsm")) {
+  info.has_raw = exists(f, f.id.get(), "raw/X");
+  if (exists(f, f.id.get(), "obsm")) {
     const Id g = openObject(f, f.id.get(), "obsm", "obsm");
     if (isGroup(g.get()))
       for (const auto& key : memberNames(f, g.get(), "obsm")) {
