@@ -27,5 +27,6 @@ Command addEvaluateCommand(CLI::App& parent);
 Command addEncodeCommand(CLI::App& parent);
 Command addReconstructCommand(CLI::App& parent);
 Command addBaselineCommand(CLI::App& parent);
+Command addGenerateCommand(CLI::App& parent);
 
 }  // namespace latentcell::cli

@@ -6,6 +6,7 @@
 #include "train/Launcher.h"
 #include "train/SmokeTask.h"
 #include "train/Stage1Task.h"
+#include "train/Stage2Task.h"
 
 #include <cstdlib>
 #include <memory>
@@ -67,9 +68,13 @@ Command addTrainCommand(CLI::App& parent) {
       train::Stage1Config config;
       core::loadConfigFile(config, args->config, overrides);
       summary = train::runStage1Task(config, !args->resume.empty(), commandLine());
+    } else if (task == "stage2") {
+      train::Stage2Config config;
+      core::loadConfigFile(config, args->config, overrides);
+      summary = train::runStage2Task(config, !args->resume.empty(), commandLine());
     } else {
       throw core::ConfigError("task \"" + task + "\" in " + args->config +
-                              " is not one of smoke, stage1; set task to what should be trained");
+                              " is not one of smoke, stage1, stage2; set task to what should be trained");
     }
     core::logInfo("loss {:.5f} -> {:.5f}; {} steps; checkpoint {}", summary.first_loss, summary.last_loss,
                   summary.steps, summary.last_checkpoint);
