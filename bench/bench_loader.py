@@ -11,12 +11,14 @@ Sides (same file, same batch size, shuffled every time):
 Both loaders are also run with the other shuffle (latentcell with a plain permutation, anndata with
 latentcell's block shuffle of 64-cell blocks), so the table separates the shuffle from the reader.
 
-The data (latentcell simulate, default parameters: ~45% of genes detected) and its shards are made
-once and cached under ~/.cache/latentcell/bench/loader/. Before timing, both files are read once so
+The data (latentcell simulate with --library-size 700 by default: ~500 of 2000 genes detected per
+cell, 25%; the simulator's default 2000 detects ~910, 45%) and its shards are made once and cached
+under --cache (default ~/.cache/latentcell/bench/loader/). Before timing, both files are read once so
 that every side starts from the page cache. The machine's load is printed with every number: the
 machine is shared, and a number taken under load is a lower bound.
 
-Usage: bench/bench_loader.py [--build build] [--cells 1000000] [--genes 2000] [--seconds 20] [--repeats 3]
+Usage: bench/bench_loader.py [--build build] [--cells 1000000] [--genes 2000] [--library-size 700]
+                             [--seconds 20] [--repeats 3] [--cache DIR]
 """
 
 import argparse
@@ -44,17 +46,19 @@ def run(cmd):
 
 def prepare(args, binary):
     os.makedirs(args.cache, exist_ok=True)
-    stem = f"sim_{args.cells}x{args.genes}_seed0"
+    stem = f"sim_{args.cells}x{args.genes}_lib{args.library_size:g}_seed0"
     h5ad = os.path.join(args.cache, stem + ".h5ad")
     shards = os.path.join(args.cache, stem + ".shards")
-    need = args.cells * args.genes * 0.45 * 8 * 1.6  # h5ad (8 B per entry) + shards (4 B) + margin
+    density = min(0.45, 0.45 * args.library_size / 2000 + 0.1)  # measured: 0.45 at 2000, 0.25 at 700, 0.2 at 500
+    need = args.cells * args.genes * density * 12 * 1.2  # h5ad (8 B per entry) + shards (4 B) + margin
     if not (os.path.exists(h5ad) and os.path.exists(shards)):
         free = shutil.disk_usage(args.cache).free
         if free < need:
             sys.exit(f"error: {args.cache} has {free / 2**30:.1f} GiB free, the data needs about {need / 2**30:.1f} GiB")
     if not os.path.exists(h5ad):
         t = time.time()
-        run([binary, "simulate", "--out", h5ad, "--cells", str(args.cells), "--genes", str(args.genes), "--seed", "0"])
+        run([binary, "simulate", "--out", h5ad, "--cells", str(args.cells), "--genes", str(args.genes), "--seed", "0",
+             "--library-size", f"{args.library_size:g}"])
         print(f"simulated in {time.time() - t:.0f} s")
     if not os.path.exists(shards):
         t = time.time()
@@ -141,6 +145,7 @@ def main():
     p.add_argument("--build", default="build")
     p.add_argument("--cells", type=int, default=1_000_000)
     p.add_argument("--genes", type=int, default=2000)
+    p.add_argument("--library-size", type=float, default=700, help="median library size of the simulated cells")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seconds", type=float, default=20, help="time per measurement")
     p.add_argument("--repeats", type=int, default=3, help="measurements per side; the median is reported")
