@@ -94,4 +94,22 @@ DataFrame takeRows(const DataFrame& frame, const std::vector<int64_t>& rows) {
   return out;
 }
 
+void removeUnusedCategories(DataFrame& frame) {
+  for (auto& [name, column] : frame.columns) {
+    if (column.kind != Column::Kind::Categorical) continue;
+    std::vector<int32_t> remap(column.categories.size(), -1);
+    for (int32_t code : column.codes)
+      if (code >= 0) remap[static_cast<size_t>(code)] = 0;
+    std::vector<std::string> kept;
+    for (size_t c = 0; c < remap.size(); ++c) {
+      if (remap[c] < 0) continue;
+      remap[c] = static_cast<int32_t>(kept.size());
+      kept.push_back(column.categories[c]);
+    }
+    for (auto& code : column.codes)
+      if (code >= 0) code = remap[static_cast<size_t>(code)];
+    column.categories = std::move(kept);
+  }
+}
+
 }  // namespace latentcell::data

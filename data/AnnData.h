@@ -77,5 +77,8 @@ struct AnnData {
 // cells keep their obs aligned with X.
 CsrMatrix takeRows(const CsrMatrix& m, const std::vector<int64_t>& rows);
 DataFrame takeRows(const DataFrame& frame, const std::vector<int64_t>& rows);
+// Drops the categories no row uses from every categorical column (pandas' remove_unused_categories):
+// tools that iterate a column's categories, cell-eval among them, fail on empty groups.
+void removeUnusedCategories(DataFrame& frame);
 
 }  // namespace latentcell::data

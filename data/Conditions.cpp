@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <set>
 #include <stdexcept>
 
@@ -188,6 +189,36 @@ Split randomSplit(int64_t cells, double val_fraction, double test_fraction, uint
   s.description = fmt::format("random cells: val_fraction {}, test_fraction {}, seed {}", val_fraction,
                               test_fraction, seed);
   return s;
+}
+
+namespace {
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t") - b + 1);
+}
+
+}  // namespace
+
+HoldOutRule parseHoldOutRule(const std::string& text) {
+  HoldOutRule rule;
+  std::stringstream terms(text);
+  for (std::string term; std::getline(terms, term, ';');) {
+    term = trim(term);
+    if (term.empty()) continue;
+    const auto eq = term.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == term.size()) {
+      throw std::invalid_argument("rule '" + text + "': term '" + term + "' must be column=value1,value2");
+    }
+    std::vector<std::string> values;
+    std::stringstream list(term.substr(eq + 1));
+    for (std::string value; std::getline(list, value, ',');)
+      if (!trim(value).empty()) values.push_back(trim(value));
+    rule.emplace_back(trim(term.substr(0, eq)), values);
+  }
+  if (rule.empty()) throw std::invalid_argument("rule '" + text + "' names no column; write column=value1,value2");
+  return rule;
 }
 
 Split holdOutSplit(const DataFrame& obs, const std::vector<HoldOutRule>& test_rules,

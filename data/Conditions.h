@@ -64,6 +64,10 @@ Split randomSplit(int64_t cells, double val_fraction, double test_fraction, uint
 // One held-out rule: a cell matches when, for every (column, values), its value is one of values.
 using HoldOutRule = std::vector<std::pair<std::string, std::vector<std::string>>>;
 
+// Parses a rule written "column=v1,v2; column2=v3" (config files); throws std::invalid_argument
+// saying how to write it.
+HoldOutRule parseHoldOutRule(const std::string& text);
+
 // Cells matching any of `test_rules` go to test; of the others, those matching any of `val_rules` go
 // to val, and then a random val_fraction of the remaining cells (seeded) joins val as well.
 Split holdOutSplit(const DataFrame& obs, const std::vector<HoldOutRule>& test_rules,

@@ -105,6 +105,27 @@ TEST(Conditions, HoldOutCombinationsAndCovariates) {
             "split: obs column 'perturbation' has no value STAT2 (values: JAK2, STAT1, ctrl)");
 }
 
+TEST(Conditions, HoldOutRulesParseFromConfigText) {
+  const auto rule = parseHoldOutRule(" batch=b2 ; perturbation=STAT1, JAK2");
+  ASSERT_EQ(rule.size(), 2u);
+  EXPECT_EQ(rule[0], (std::pair<std::string, std::vector<std::string>>{"batch", {"b2"}}));
+  EXPECT_EQ(rule[1], (std::pair<std::string, std::vector<std::string>>{"perturbation", {"STAT1", "JAK2"}}));
+  EXPECT_EQ(holdOutSplit(makeObs(), {rule}).indices(SplitPart::Test), (std::vector<int64_t>{5, 6}));
+  EXPECT_NE(errorOf([] { parseHoldOutRule("perturbation"); }).find("must be column=value1,value2"), std::string::npos);
+  EXPECT_NE(errorOf([] { parseHoldOutRule(" ; "); }).find("names no column"), std::string::npos);
+}
+
+TEST(Conditions, UnusedCategoriesAreDroppedAndCodesRenumbered) {
+  DataFrame obs = takeRows(makeObs(), {2, 5, 0});  // JAK2, JAK2, STAT1: no ctrl left
+  removeUnusedCategories(obs);
+  const auto& p = obs.columns[0].second;
+  EXPECT_EQ(p.categories, (std::vector<std::string>{"STAT1", "JAK2"}));
+  EXPECT_EQ(p.text(0), "JAK2");
+  EXPECT_EQ(p.text(1), "JAK2");
+  EXPECT_EQ(p.text(2), "STAT1");
+  EXPECT_EQ(obs.columns[1].second.strings, (std::vector<std::string>{"b1", "b2", "b1"}));
+}
+
 TEST(Conditions, SaveAndLoadRoundTrip) {
   latentcell::test::TempDir dir;
   const DataFrame obs = makeObs();

@@ -4,6 +4,11 @@
 // file or override, the allowed values) rather than whole strings, so wording can improve
 // without churn; every message must also stay on one line, since the CLI prints it as-is.
 #include "core/Config.h"
+#include "train/SmokeTask.h"
+#include "train/Stage1Task.h"
+#include "train/Stage2Task.h"
+
+#include "TestUtil.h"
 
 #include <gtest/gtest.h>
 
@@ -590,6 +595,31 @@ TEST(ConfigErrors, MessagesStayOnOneLine) {
   EXPECT_CONTAINS(msg, "'seed'");
   msg = fileError("seed: |\n  multi\n  line\n");
   EXPECT_CONTAINS(msg, "multi\\nline");
+}
+
+// Every recipe in configs/ loads into the config struct its `task` names and passes validation, so a
+// renamed key or a bad value in a shipped recipe fails here rather than in a user's run.
+TEST(Recipes, EveryShippedConfigLoadsAndValidates) {
+  int64_t checked = 0;
+  for (const auto& entry :
+       std::filesystem::recursive_directory_iterator(latentcell::test::sourcePath("configs"))) {
+    if (entry.path().extension() != ".yaml") continue;
+    const auto path = entry.path().string();
+    const auto task = latentcell::core::peekConfigString(path, "task");
+    SCOPED_TRACE(path);
+    if (task == "stage1") {
+      latentcell::train::Stage1Config c;
+      EXPECT_NO_THROW(loadConfigFile(c, path));
+    } else if (task == "stage2") {
+      latentcell::train::Stage2Config c;
+      EXPECT_NO_THROW(loadConfigFile(c, path));
+    } else {
+      latentcell::train::SmokeConfig c;
+      EXPECT_NO_THROW(loadConfigFile(c, path));
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 23);  // smoke, 14 stage-1 and 8 stage-2 recipes
 }
 
 }  // namespace

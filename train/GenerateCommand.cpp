@@ -260,6 +260,7 @@ Command addGenerateCommand(CLI::App& parent) {
     std::vector<int64_t> file_rows;
     for (int64_t i : out_rows) file_rows.push_back(rows[static_cast<size_t>(i)]);
     out.obs = data::takeRows(real.obs, file_rows);
+    data::removeUnusedCategories(out.obs);
     out.var.index = real.var.index;
     out.uns_strings["latentcell_value_space"] = counts ? "counts" : "log1p_normalized";
     out.uns_strings["latentcell_prior"] = args->prior;

@@ -31,6 +31,9 @@ void Stage1DataConfig::visit(core::ConfigVisitor& v) {
   v.field("matrix", matrix, "the counts: X, layers/NAME or raw/X");
   v.field("exclude_column", exclude_column, "obs column whose values in exclude_values drop a cell (e.g. perturbation)");
   v.field("exclude_values", exclude_values, "values of exclude_column whose cells are dropped (e.g. [unassigned])");
+  v.field("holdout", holdout,
+          "rules 'col=v1,v2; col2=v3' whose cells join the validation split, never trained on (e.g. a prior's "
+          "held-out perturbations)");
   v.field("genes", genes, "gene vocabulary in model order; empty = every var name of the file");
   v.field("context_length", context_length, "gene tokens per cell; 0 = the most expressed genes of any cell");
   v.choice("truncation", truncation, {"error", "random", "topk"}, "cells with more expressed genes than the context");
@@ -47,6 +50,13 @@ void Stage1DataConfig::validate() const {
   if (val_fraction < 0 || val_fraction >= 1) reject("val_fraction", "must be in [0, 1)");
   if (eval_cells <= 0) reject("eval_cells", "must be positive");
   if (!exclude_values.empty() && exclude_column.empty()) reject("exclude_column", "is required with exclude_values");
+  for (const auto& rule : holdout) {
+    try {
+      data::parseHoldOutRule(rule);
+    } catch (const std::invalid_argument& e) {
+      reject("holdout", e.what());
+    }
+  }
 }
 
 void Stage1Config::visit(core::ConfigVisitor& v) {
@@ -253,9 +263,14 @@ TrainSummary runStage1Task(Stage1Config c, bool resume, const std::vector<std::s
   genes = data.cells.var.index;
   if (c.data.context_length == 0) c.data.context_length = maxExpressed(data.cells.X);
 
+  std::vector<data::HoldOutRule> holdout;
+  for (const auto& rule : c.data.holdout) holdout.push_back(data::parseHoldOutRule(rule));
   const auto split = resume ? data::loadSplit(c.run_dir, data.cells.n_obs())
-                            : data::randomSplit(data.cells.n_obs(), c.data.val_fraction, 0.0,
-                                                static_cast<uint64_t>(c.data.split_seed));
+                     : holdout.empty()
+                         ? data::randomSplit(data.cells.n_obs(), c.data.val_fraction, 0.0,
+                                             static_cast<uint64_t>(c.data.split_seed))
+                         : data::holdOutSplit(data.cells.obs, {}, holdout, c.data.val_fraction,
+                                              static_cast<uint64_t>(c.data.split_seed));
   auto train_rows = split.indices(data::SplitPart::Train);
   auto val_rows = split.indices(data::SplitPart::Val);
   if (env.rank == 0 && !resume) {

@@ -34,6 +34,7 @@ struct Stage1DataConfig : core::ConfigSection {
   std::string matrix = "X";
   std::string exclude_column;
   std::vector<std::string> exclude_values;
+  std::vector<std::string> holdout;
   std::vector<std::string> genes;
   int64_t context_length = 0;
   std::string truncation = "error";

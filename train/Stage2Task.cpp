@@ -60,7 +60,7 @@ void Stage2DataConfig::validate() const {
   if (!exclude_values.empty() && exclude_column.empty()) reject("exclude_column", "is required with exclude_values");
   for (const auto& rule : holdout) {
     try {
-      parseHoldOutRule(rule);
+      data::parseHoldOutRule(rule);
     } catch (const std::invalid_argument& e) {
       reject("holdout", e.what());
     }
@@ -86,36 +86,6 @@ void Stage2Config::visit(core::ConfigVisitor& v) {
 
 void Stage2Config::validate() const {
   if (autoencoder.empty()) reject("autoencoder", "is required: the stage-1 run directory (latentcell train ... task: stage1)");
-}
-
-namespace {
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t");
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(" \t") - b + 1);
-}
-
-}  // namespace
-
-data::HoldOutRule parseHoldOutRule(const std::string& text) {
-  data::HoldOutRule rule;
-  std::stringstream terms(text);
-  for (std::string term; std::getline(terms, term, ';');) {
-    term = trim(term);
-    if (term.empty()) continue;
-    const auto eq = term.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == term.size()) {
-      throw std::invalid_argument("rule '" + text + "': term '" + term + "' must be column=value1,value2");
-    }
-    std::vector<std::string> values;
-    std::stringstream list(term.substr(eq + 1));
-    for (std::string value; std::getline(list, value, ',');)
-      if (!trim(value).empty()) values.push_back(trim(value));
-    rule.emplace_back(trim(term.substr(0, eq)), values);
-  }
-  if (rule.empty()) throw std::invalid_argument("rule '" + text + "' names no column; write column=value1,value2");
-  return rule;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -683,7 +653,7 @@ TrainSummary runStage2Task(Stage2Config c, bool resume, const std::vector<std::s
   const auto vocabularies = resume ? data::loadVocabularies(c.run_dir) : buildVocabularies(c, cells.obs);
   const auto ids = data::conditionIds(vocabularies, cells.obs);  // [cells, keys]
   std::vector<data::HoldOutRule> rules;
-  for (const auto& r : c.data.holdout) rules.push_back(parseHoldOutRule(r));
+  for (const auto& r : c.data.holdout) rules.push_back(data::parseHoldOutRule(r));
   const auto split = resume ? data::loadSplit(c.run_dir, cells.latents.size(0))
                             : data::holdOutSplit(cells.obs, rules, {}, c.data.val_fraction,
                                                  static_cast<uint64_t>(c.data.split_seed));

@@ -79,10 +79,6 @@ struct Stage2Config : core::ConfigSection {
   void validate() const override;
 };
 
-// Parses one hold-out rule, "column=v1,v2; column2=v3" (a cell matches when every column's value is
-// one of the listed ones).
-data::HoldOutRule parseHoldOutRule(const std::string& text);
-
 // Log-normal library sizes per condition combination (ids joined by ','), fitted on training cells,
 // with fallbacks for combinations never trained on: the perturbation alone, the context alone, all.
 struct LibrarySizeModel {
