@@ -197,6 +197,9 @@ data::AnnData makeBaseline(const data::AnnData& train, const data::AnnData& like
         } else {
           addTo(v, it->second, 1.0);
         }
+        // Control mean + a shift learned elsewhere can fall below zero for a gene the context barely
+        // expresses; log1p expression cannot, and evaluators (cell-eval) reject negative values.
+        for (auto& x : v) x = std::max(x, 0.0);
         break;
       }
     }

@@ -104,6 +104,16 @@ void expectLayout(const AnnData& out, const AnnData& l) {
   }
 }
 
+// A shift learned in one context can exceed a gene's control mean in another: the prediction stops
+// at zero (log1p expression), which evaluators require.
+TEST(Baseline, PerturbMeanNeverGoesBelowZero) {
+  // delta_p1 (context B) = [-1.5, .5]; ctrl_A = [.25, 1] -> [0 (clamped from -1.25), 1.5].
+  const AnnData t = cells({"g0", "g1"}, {{"A", "nt"}, {"B", "nt"}, {"B", "p1"}}, {{.25f, 1}, {2, 1}, {.5f, 1.5f}}, "t");
+  const AnnData l = cells({"g0", "g1"}, {{"A", "nt"}, {"A", "p1"}}, {{.25f, 1}, {9, 9}}, "l");
+  const AnnData out = eval::makeBaseline(t, l, options(eval::BaselineKind::PerturbMean));
+  EXPECT_EQ(row(out.X, 1), (std::vector<float>{0.f, 1.5f}));
+}
+
 TEST(Baseline, PerturbMeanByHand) {
   const AnnData l = like(true);
   eval::BaselineReport report;
