@@ -4,8 +4,9 @@ Usage: metrics_table.py NAME=EVAL_DIR [NAME=EVAL_DIR ...]
 A name given several times (one per seed) is reported as mean +- standard error over its directories.
 Columns: the distribution metrics (W2, MMD^2 RBF biased, FD; mean over perturbations, distribution.csv)
 and cell-eval's pearson_delta, overlap_at_N, discrimination_score_l1 and mae (the mean row of
-agg_results.csv). Lower is better for w2, mmd, fd, mae and discrimination_score_l1; higher for
-pearson_delta and overlap_at_N.
+agg_results.csv). Lower is better for w2, mmd, fd and mae; higher for pearson_delta, overlap_at_N
+and discrimination_score_l1 (1 - rank / perturbations: 1 when each prediction is nearest its own real
+effect).
 """
 import csv
 import math
