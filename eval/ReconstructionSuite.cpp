@@ -194,10 +194,22 @@ ReconstructionReport evaluateReconstruction(const data::AnnData& real, const dat
     space = declared == "log1p" ? ReconstructionSpace::Log1p : ReconstructionSpace::Counts;
   }
   report.predSpace = space == ReconstructionSpace::Log1p ? "log1p" : "counts";
-  if (const auto bad = data::firstNonCount(pred.X, /*whole=*/false))
-    fail("pred (" + pred.source + ") X has the value " + std::to_string(bad->value) + " at cell " +
-         std::to_string(bad->row) + ", gene " + std::to_string(bad->col) +
-         "; a reconstruction must be finite and >= 0");
+  // Counts must be finite and >= 0 (the NB error and the normalisation need them); a log1p-space
+  // reconstruction only finite: an affine decoder such as PCA's goes below 0, and clipping it here
+  // would change the model being scored.
+  if (space == ReconstructionSpace::Counts) {
+    if (const auto bad = data::firstNonCount(pred.X, /*whole=*/false))
+      fail("pred (" + pred.source + ") X has the value " + std::to_string(bad->value) + " at cell " +
+           std::to_string(bad->row) + ", gene " + std::to_string(bad->col) +
+           "; a count-space reconstruction must be finite and >= 0");
+  } else {
+    for (int64_t r = 0; r < pred.X.rows; ++r)
+      for (int64_t k = pred.X.indptr[size_t(r)]; k < pred.X.indptr[size_t(r) + 1]; ++k)
+        if (!std::isfinite(pred.X.data[size_t(k)]))
+          fail("pred (" + pred.source + ") X has the value " + std::to_string(pred.X.data[size_t(k)]) +
+               " at cell " + std::to_string(r) + ", gene " + std::to_string(pred.X.indices[size_t(k)]) +
+               "; a log1p-space reconstruction must be finite");
+  }
 
   const at::Tensor x = data::denseRows(real.X).to(o.device, at::kDouble);  // [n, g] counts
   const at::Tensor p = data::denseRows(pred.X).to(o.device, at::kDouble);  // [n, g]

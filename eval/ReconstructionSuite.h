@@ -32,7 +32,8 @@
 //   - the same cells as REAL in the same order (obs_names equal, checked) and the same var_names;
 //   - X: the reconstruction in count space, i.e. the decoder's NB mean mu at the cell's library size
 //     (or counts sampled from the model), unless uns['reconstruction_space'] = "log1p", in which case X
-//     holds log1p(normalize_total(1e4)) values, used as they are, and nb_error is not computed;
+//     holds log1p(normalize_total(1e4)) values, used as they are (negative ones included: PCA's affine
+//     decoder gives them), and nb_error is not computed; counts must be finite and >= 0, log1p values finite;
 //   - var['nb_theta'] (float, > 0, inf allowed): the decoder's gene-wise NB inverse dispersion theta_g
 //     (variance mu + mu^2 / theta). When absent, theta_g is fitted by moments given mu:
 //     theta_g = sum_i mu_ig^2 / sum_i ((x_ig - mu_ig)^2 - mu_ig), the Poisson limit (inf) where that

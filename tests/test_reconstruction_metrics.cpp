@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -199,7 +200,14 @@ TEST(Reconstruction, ContractChecks) {
             std::string::npos);
   data::AnnData negative = pred;
   negative.X.data[3] = -1.0f;
-  EXPECT_NE(test::errorOf([&] { eval::evaluateReconstruction(real, negative, o); }).find("must be finite and >= 0"),
+  EXPECT_NE(test::errorOf([&] { eval::evaluateReconstruction(real, negative, o); })
+                .find("a count-space reconstruction must be finite and >= 0"),
+            std::string::npos);
+  negative.uns_strings["reconstruction_space"] = "log1p";  // PCA's affine decoder goes below 0: scored as is
+  EXPECT_EQ(test::errorOf([&] { eval::evaluateReconstruction(real, negative, o); }), "(no error)");
+  negative.X.data[3] = std::numeric_limits<float>::infinity();
+  EXPECT_NE(test::errorOf([&] { eval::evaluateReconstruction(real, negative, o); })
+                .find("a log1p-space reconstruction must be finite"),
             std::string::npos);
   data::AnnData otherGenes = pred;
   otherGenes.var.index[1] = "z";
