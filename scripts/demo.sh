@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bin="${LATENTCELL_BUILD_DIR:-build}/train/latentcell"
 python="${LATENTCELL_CACHE:-$HOME/.cache/latentcell}/venv/bin/python"
-steps=${DEMO_STEPS:-300}
+steps=${DEMO_STEPS:-200}
 out="runs/demo-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 holdout='["cell_type=type_1; perturbation=pert_1,pert_3"]'
