@@ -181,34 +181,42 @@ double medianLibrarySize(const CsrMatrix& counts, MedianOf median_of) {
   return medianOf(std::move(sizes));
 }
 
-CsrMatrix normalizeTotal(const CsrMatrix& counts, std::optional<double> target_sum, MedianOf median_of) {
+void normalizeTotalInPlace(CsrMatrix& x, std::optional<double> target_sum, MedianOf median_of) {
   if (target_sum && !(*target_sum > 0))
     throw std::invalid_argument(fmt::format("normalize_total: target sum must be > 0, got {}", *target_sum));
-  const float target = static_cast<float>(target_sum ? *target_sum : medianLibrarySize(counts, median_of));
+  const float target = static_cast<float>(target_sum ? *target_sum : medianLibrarySize(x, median_of));
   if (!(target > 0))
     throw std::invalid_argument(fmt::format("normalize_total: the median library size of the {} cells is 0 (at least "
                                             "half have no counts); pass a target sum or take the median over "
                                             "nonzero cells",
-                                            counts.rows));
-  const std::vector<double> sizes = librarySizes(counts);
-  CsrMatrix out = counts;
+                                            x.rows));
+  const std::vector<double> sizes = librarySizes(x);
   int64_t empty = 0;
-  for (int64_t r = 0; r < counts.rows; ++r) {
+  for (int64_t r = 0; r < x.rows; ++r) {
     // scanpy's float32 steps: the size stored as float32, divided by the target, then the values.
     const float factor = static_cast<float>(sizes[r]) / target;
     if (factor == 0) {
       ++empty;
       continue;
     }
-    for (int64_t k = out.indptr[r]; k < out.indptr[r + 1]; ++k) out.data[k] = out.data[k] / factor;
+    for (int64_t k = x.indptr[r]; k < x.indptr[r + 1]; ++k) x.data[k] = x.data[k] / factor;
   }
-  if (empty > 0) core::logWarn("normalize_total: {} of {} cells have zero counts and stay zero", empty, counts.rows);
+  if (empty > 0) core::logWarn("normalize_total: {} of {} cells have zero counts and stay zero", empty, x.rows);
+}
+
+void log1pInPlace(CsrMatrix& x) {
+  for (float& v : x.data) v = std::log1p(v);
+}
+
+CsrMatrix normalizeTotal(const CsrMatrix& counts, std::optional<double> target_sum, MedianOf median_of) {
+  CsrMatrix out = counts;
+  normalizeTotalInPlace(out, target_sum, median_of);
   return out;
 }
 
 CsrMatrix log1p(const CsrMatrix& values) {
   CsrMatrix out = values;
-  for (float& v : out.data) v = std::log1p(v);
+  log1pInPlace(out);
   return out;
 }
 

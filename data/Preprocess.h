@@ -39,6 +39,10 @@ CsrMatrix normalizeTotal(const CsrMatrix& counts, std::optional<double> target_s
                          MedianOf median_of = MedianOf::AllCells);
 // log(1 + x) of every stored value (zeros stay implicit).
 CsrMatrix log1p(const CsrMatrix& values);
+// The same two steps on `x` itself, for large matrices that should not exist twice.
+void normalizeTotalInPlace(CsrMatrix& x, std::optional<double> target_sum = std::nullopt,
+                           MedianOf median_of = MedianOf::AllCells);
+void log1pInPlace(CsrMatrix& x);
 
 // Local quadratic (degree 2) or linear regression of y on x with tricube weights over the nearest
 // span * n points, evaluated as skmisc.loess does by default (k-d tree vertices + Hermite

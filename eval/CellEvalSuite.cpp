@@ -7,6 +7,7 @@
 #include "eval/Correlation.h"
 #include "eval/DistributionMetrics.h"
 #include "eval/Parallel.h"
+#include "eval/StageLog.h"
 
 #include <ATen/ATen.h>
 
@@ -93,21 +94,32 @@ Auc aucScores(const std::vector<float>& scores, const std::vector<uint8_t>& labe
   return auc;
 }
 
-// One file's values on the device: densified log1p cells, group ids, float32 pseudobulks.
+// One file's values: its log1p cells as CSR (never densified whole: DE reads the CSR, the energy
+// distances one label's rows at a time), each cell's label and the float32 pseudobulks.
 struct Side {
-  at::Tensor cells;  // [cells, genes] float32
-  at::Tensor groups;  // [cells] int64 index into the sorted labels
-  at::Tensor bulk;   // [labels, genes] float32 means (polars' group_by().mean() keeps float32)
+  const data::CsrMatrix* x = nullptr;      // [cells, genes] log1p values
+  std::vector<int64_t> labelOf;            // [cells] index into the sorted labels
+  std::vector<std::vector<int64_t>> rows;  // [labels] rows of each label, in file order
+  at::Tensor bulk;                         // [labels, genes] float32 means (polars' group_by().mean() keeps float32)
+  c10::Device device = c10::kCPU;
+
+  at::Tensor cellsOf(int64_t label) const {  // [cells of label, genes] float32 on the device
+    return data::denseRows(*x, rows[size_t(label)]).to(device);
+  }
 };
 
 Side prepare(const CellEvalData& d, const std::vector<std::string>& labels, const c10::Device& device) {
   std::map<std::string, int64_t> id;
   for (size_t i = 0; i < labels.size(); ++i) id[labels[i]] = int64_t(i);
-  std::vector<int64_t> groups(d.perturbations.size());
-  for (size_t i = 0; i < groups.size(); ++i) groups[i] = id.at(d.perturbations[i]);
   Side s;
-  s.cells = data::denseRows(d.x).to(device);            // [cells, genes]
-  s.groups = at::tensor(groups, at::kLong).to(device);  // [cells]
+  s.x = &d.x;
+  s.device = device;
+  s.labelOf.resize(d.perturbations.size());
+  s.rows.resize(labels.size());
+  for (size_t i = 0; i < s.labelOf.size(); ++i) {
+    s.labelOf[i] = id.at(d.perturbations[i]);
+    s.rows[size_t(s.labelOf[i])].push_back(int64_t(i));
+  }
   // Group sums in float64 straight from the CSR rows.
   const int64_t nLabels = int64_t(labels.size()), genes = d.x.cols;
   at::Tensor sums = at::zeros({nLabels, genes}, at::kDouble);  // [labels, genes]
@@ -115,9 +127,9 @@ Side prepare(const CellEvalData& d, const std::vector<std::string>& labels, cons
   double* sum = sums.data_ptr<double>();
   double* count = counts.data_ptr<double>();
   for (int64_t r = 0; r < d.x.rows; ++r) {
-    double* out = sum + groups[size_t(r)] * genes;
+    double* out = sum + s.labelOf[size_t(r)] * genes;
     for (int64_t k = d.x.indptr[r]; k < d.x.indptr[r + 1]; ++k) out[d.x.indices[k]] += d.x.data[k];
-    count[groups[size_t(r)]] += 1.0;
+    count[s.labelOf[size_t(r)]] += 1.0;
   }
   s.bulk = (sums / counts).to(at::kFloat).to(device);  // [labels, genes]
   return s;
@@ -132,7 +144,11 @@ DeTable runDe(const Side& s, const std::vector<std::string>& labels, int64_t con
               const std::vector<std::string>& genes, const std::vector<std::string>& categories, int threads) {
   DeOptions options;
   options.threads = threads;
-  DeResult de = differentialExpression(s.cells, s.groups, control, options);
+  // The CPU reads the CSR directly; other devices sort dense keys on the device.
+  DeResult de = s.device.is_cpu() ? differentialExpressionSparse(*s.x, s.labelOf, control, options)
+                                  : differentialExpression(data::denseRows(*s.x).to(s.device),
+                                                           at::tensor(s.labelOf, at::kLong).to(s.device), control,
+                                                           options);
   DeTable t;
   for (int64_t i = 0; i < int64_t(labels.size()); ++i)
     if (i != control) t.targets.push_back(labels[i]);
@@ -306,31 +322,79 @@ std::map<std::string, Column> bulkMetrics(const Side& real, const Side& pred, co
   return out;
 }
 
+// Euclidean distances between the rows of a [n, d] and b [m, d] (float32 log1p cells) with their
+// squared norms an [n], bn [m] (float64): |a|^2 + |b|^2 - 2 a.b with the product in float32 (a
+// float32 GEMM is twice a float64 one, and the sum it feeds averages ~10^5 pairs), every other step
+// in float64. The product's rounding, ~1e-7 sqrt(d) (|a|^2 + |b|^2), only matters for pairs much
+// closer than their norms: those with |a - b|^2 < 1e-2 (|a|^2 + |b|^2) are recomputed from the
+// coordinates in float64, so identical cells are exactly 0 apart. Returns [n, m] float64.
+at::Tensor pairDistances(const at::Tensor& a, const at::Tensor& an, const at::Tensor& b, const at::Tensor& bn) {
+  constexpr double kNear = 1e-2;
+  constexpr int64_t kExactPairs = 4096;  // pairs recomputed at once
+  const at::Tensor norms = an.unsqueeze(1) + bn.unsqueeze(0);           // [n, m]
+  at::Tensor sq = norms - 2.0 * a.matmul(b.t()).to(at::kDouble);        // [n, m]
+  const at::Tensor near = (sq < kNear * norms).nonzero();               // [pairs, 2]
+  for (int64_t start = 0; start < near.size(0); start += kExactPairs) {
+    const at::Tensor pair = near.slice(0, start, start + kExactPairs);  // [<= kExactPairs, 2]
+    const at::Tensor i = pair.select(1, 0), j = pair.select(1, 1);
+    const at::Tensor exact =
+        (a.index_select(0, i).to(at::kDouble) - b.index_select(0, j).to(at::kDouble)).square().sum(1);
+    sq.index_put_({i, j}, exact);
+  }
+  return sq.clamp_min(0.0).sqrt();
+}
+
+at::Tensor squaredNorms(const at::Tensor& x) { return x.to(at::kDouble).square().sum(1); }  // [n]
+
+// Distances held at once (8 MiB of float64).
+constexpr int64_t kDistanceBlock = int64_t{1} << 20;
+
+// Mean of |x_i - y_j| over all n * m pairs, in row blocks.
+double meanCrossDistance(const at::Tensor& x, const at::Tensor& xn, const at::Tensor& y, const at::Tensor& yn) {
+  const int64_t rows = std::max<int64_t>(1, kDistanceBlock / std::max<int64_t>(1, y.size(0)));
+  double sum = 0.0;
+  for (int64_t s = 0; s < x.size(0); s += rows)
+    sum += pairDistances(x.slice(0, s, s + rows), xn.slice(0, s, s + rows), y, yn).sum().item<double>();
+  return sum / (double(x.size(0)) * double(y.size(0)));
+}
+
+// Mean of |x_i - x_j| over all n^2 ordered pairs, self-pairs (0) included, as the mean of sklearn's
+// pairwise_distances(x) with its zeroed diagonal: each row block is compared with itself and the
+// rows after it only, and the off-diagonal part counted twice.
+double meanSelfDistance(const at::Tensor& x, const at::Tensor& xn) {
+  const int64_t n = x.size(0);
+  const int64_t rows = std::clamp<int64_t>(kDistanceBlock / std::max<int64_t>(1, n), 1, 256);
+  double sum = 0.0;
+  for (int64_t s = 0; s < n; s += rows) {
+    const int64_t e = std::min(n, s + rows);
+    at::Tensor d = pairDistances(x.slice(0, s, e), xn.slice(0, s, e), x.slice(0, s), xn.slice(0, s));  // [e-s, n-s]
+    d.diagonal().zero_();  // self-pairs (exactly 0 already: they are recomputed)
+    sum += d.slice(1, 0, e - s).sum().item<double>() + 2.0 * d.slice(1, e - s).sum().item<double>();
+  }
+  return sum / (double(n) * double(n));
+}
+
 // edistance: Pearson over perturbations of the energy distances (V-statistic, euclidean) of each
 // perturbation's cells to its file's control cells; one value for all perturbations. As in cell-eval,
 // the control's mean self-distance is computed once per file and distances go through the matrix
-// product (sklearn's pairwise_distances), in float64.
-// Where one side's distances are equal up to rounding (|max - min| <= 1e-6 max|d|; the matrix
-// product leaves ~sqrt(eps) |x| of noise in each distance, ~1e-7 relative), the correlation is
-// undefined and NaN is returned. This happens when every perturbation gets the same predicted cells
-// (a cell-mean baseline): cell-eval then correlates rounding noise, chiefly from sklearn's
+// product (sklearn's pairwise_distances; here pairDistances). Each label's cells are densified from
+// the CSR when they are needed, so no [cells, genes] matrix is ever held.
+// Where one side's distances are equal up to rounding (|max - min| <= 1e-6 max|d|), the correlation
+// is undefined and NaN is returned. This happens when every perturbation gets the same predicted
+// cells (a cell-mean baseline): cell-eval then correlates rounding noise, chiefly from sklearn's
 // |x|^2 + |y|^2 - 2 x.y distances between identical cells (not exactly 0), and reports an arbitrary
 // number that no other implementation or BLAS reproduces.
 double pearsonEdistance(const Side& real, const Side& pred, const std::vector<int64_t>& perts, int64_t control,
                         int threads) {
   auto distances = [&](const Side& s) {
-    constexpr auto kMm = DistanceComputation::MatrixProduct;
-    auto cellsOf = [&](int64_t group) {  // [n, genes] float64
-      return s.cells.index_select(0, (s.groups == group).nonzero().squeeze(1)).to(at::kDouble);
-    };
-    const at::Tensor ctrl = cellsOf(control);
-    const double sigmaControl = meanPairwiseDistance(ctrl, ctrl, kMm);
+    const at::Tensor ctrl = s.cellsOf(control), ctrlNorms = squaredNorms(ctrl);  // [n_c, genes], [n_c]
+    const double sigmaControl = meanSelfDistance(ctrl, ctrlNorms);
     std::vector<double> d(perts.size());
     auto distance = [&](size_t i) {
-      const at::Tensor x = cellsOf(perts[i]);
-      d[i] = 2.0 * meanPairwiseDistance(x, ctrl, kMm) - meanPairwiseDistance(x, x, kMm) - sigmaControl;
+      const at::Tensor x = s.cellsOf(perts[i]), xn = squaredNorms(x);  // [n, genes], [n]
+      d[i] = 2.0 * meanCrossDistance(x, xn, ctrl, ctrlNorms) - meanSelfDistance(x, xn) - sigmaControl;
     };
-    if (s.cells.is_cpu()) {  // one perturbation per thread, serial BLAS calls (eval/Parallel.h)
+    if (s.device.is_cpu()) {  // one perturbation per thread, serial BLAS calls (eval/Parallel.h)
       parallelFor(int64_t(perts.size()), threads, [&](int64_t i) { distance(size_t(i)); });
     } else {
       for (size_t i = 0; i < perts.size(); ++i) distance(i);
@@ -434,7 +498,8 @@ std::string csvNumber(double v) { return formatFloat(v); }
 
 bool toCellEvalLogSpace(data::CsrMatrix& x, const std::string& which, const std::string& source) {
   if (looksLogNormalised(x, which, source)) return false;
-  x = data::log1p(data::normalizeTotal(x));  // sc.pp.normalize_total to the median, then log1p
+  data::normalizeTotalInPlace(x);  // sc.pp.normalize_total to the median, then log1p
+  data::log1pInPlace(x);
   return true;
 }
 
@@ -495,12 +560,14 @@ CellEvalProfile parseCellEvalProfile(const std::string& name) {
 
 CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const CellEvalOptions& options) {
   CellEvalReport report;
+  StageLog stages("cell-eval");
   // _build_anndata_pair: real is checked and normalised before pred is looked at (so its errors win).
   parallelFor(2, options.threads, [&](int64_t side) {  // side 0 first: its errors win
     if (side == 0) report.realNormalised = toCellEvalLogSpace(real.x, "real", real.source);
     else report.predNormalised = toCellEvalLogSpace(pred.x, "pred", pred.source);
   });
   checkPair(real, pred, options.controlPert);
+  stages.lap("checks and log1p");
 
   const std::vector<std::string> labels = sortedUnique(real.perturbations);
   const int64_t control = std::lower_bound(labels.begin(), labels.end(), options.controlPert) - labels.begin();
@@ -512,6 +579,7 @@ CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const Cell
   parallelFor(2, options.threads, [&](int64_t side) {
     (side == 0 ? r : p) = prepare(side == 0 ? real : pred, labels, options.device);
   });
+  stages.lap("dense cells and pseudobulks");
   const std::vector<std::string> columns = profileColumns(options.profile);
   auto wants = [&](const std::vector<std::string>& group) {
     return std::any_of(columns.begin(), columns.end(),
@@ -522,13 +590,17 @@ CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const Cell
   if (options.profile != CellEvalProfile::Pds) {  // cell-eval writes the DE tables for every other profile
     report.realDe = runDe(r, labels, control, real.genes, real.categories, options.threads);
     report.predDe = runDe(p, labels, control, pred.genes, pred.categories, options.threads);
+    stages.lap("differential expression");
     if (wants(kDeMetrics)) values.merge(deMetrics(view(*report.realDe), view(*report.predDe)));
+    stages.lap("DE metrics");
   }
   if (wants(kAnndataMetrics)) values.merge(bulkMetrics(r, p, perts, control, labels, real.genes));
+  stages.lap("pseudobulk metrics");
   // scipy's pearsonr raises for fewer than 2 perturbations; cell-eval then drops the metric.
   const bool edistance = std::find(columns.begin(), columns.end(), "pearson_edistance") != columns.end();
   if (edistance && perts.size() >= 2)
     values["pearson_edistance"] = Column(perts.size(), pearsonEdistance(r, p, perts, control, options.threads));
+  stages.lap("pearson_edistance");
   if (options.profile == CellEvalProfile::Full || options.profile == CellEvalProfile::Anndata)
     report.omitted.push_back("clustering_agreement");
 

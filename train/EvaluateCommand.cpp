@@ -14,6 +14,7 @@
 #include "eval/CellEvalSuite.h"
 #include "eval/DistributionSuite.h"
 #include "eval/ReconstructionSuite.h"
+#include "eval/StageLog.h"
 #include "train/Commands.h"
 
 #include <ATen/Parallel.h>
@@ -100,7 +101,8 @@ nlohmann::json runCellEval(const EvaluateArgs& a, const data::AnnData& real, con
   return results;
 }
 
-nlohmann::json runDistribution(const EvaluateArgs& a, const data::AnnData& real, const data::AnnData& pred,
+// The last stage to read the files: it takes them over and normalises their X in place.
+nlohmann::json runDistribution(const EvaluateArgs& a, data::AnnData&& real, data::AnnData&& pred,
                                const c10::Device& device, int threads) {
   eval::DistributionOptions o;
   o.pertCol = a.pertCol;
@@ -110,7 +112,7 @@ nlohmann::json runDistribution(const EvaluateArgs& a, const data::AnnData& real,
   o.seed = a.distSeed;
   o.device = device;
   o.threads = threads;
-  const eval::DistributionReport report = eval::evaluateDistribution(real, pred, o);
+  const eval::DistributionReport report = eval::evaluateDistribution(std::move(real), std::move(pred), o);
   const std::string path = outPath(a, "", "distribution.csv");
   eval::writeDistributionCsv(report, !a.celltypeCol.empty(), path);
   std::cout << report.rows.size() << " conditions, W1/W2/MMD/FD in " << report.components << " PCs of "
@@ -190,12 +192,14 @@ int runEvaluate(const EvaluateArgs& a) {
   options.device = core::resolveDevice(a.device);
 
   nlohmann::json stages = nlohmann::json::object();  // wall seconds per stage
+  eval::StageLog stageLog("evaluate");
   auto lap = [&, last = start](const std::string& stage) mutable {
     const auto now = std::chrono::steady_clock::now();
     stages[stage] = std::chrono::duration<double>(now - last).count();
     last = now;
+    stageLog.lap(stage.c_str());
   };
-  const data::AnnData real = data::readH5ad(a.real), pred = data::readH5ad(a.pred);
+  data::AnnData real = data::readH5ad(a.real), pred = data::readH5ad(a.pred);
   lap("read");
   std::filesystem::create_directories(a.outdir);
   nlohmann::json summary = {
@@ -215,7 +219,7 @@ int runEvaluate(const EvaluateArgs& a) {
     lap("cell_eval");
   }
   if (distribution) {
-    summary["distribution"] = runDistribution(a, real, pred, options.device, threads);
+    summary["distribution"] = runDistribution(a, std::move(real), std::move(pred), options.device, threads);
     lap("distribution");
   }
   if (reconstruction) {
