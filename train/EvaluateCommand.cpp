@@ -37,6 +37,7 @@ struct EvaluateArgs {
   std::string pred, real, pertCol = "target", controlPert = "non-targeting", celltypeCol, profile = "full";
   std::string outdir = "./cell-eval-outdir", device = "auto", predSpace = "auto";
   int threads = 0;
+  bool noDistribution = false;
   int64_t distMaxCells = 0;
   uint64_t distSeed = 0;
 };
@@ -58,12 +59,20 @@ nlohmann::json fileCounts(const data::AnnData& adata, const std::string& pertCol
   return {{"cells", adata.n_obs()}, {"genes", adata.n_vars()}, {"perturbations", labels.size()}};
 }
 
-nlohmann::json runCellEval(const EvaluateArgs& a, const data::AnnData& real, const data::AnnData& pred,
-                           const eval::CellEvalOptions& options) {
+// lastUse: no later stage reads the files, so their X is moved out instead of copied.
+nlohmann::json runCellEval(const EvaluateArgs& a, data::AnnData& real, data::AnnData& pred,
+                           const eval::CellEvalOptions& options, bool lastUse) {
   std::vector<std::pair<std::string, eval::CellEvalData>> reals, preds;
   if (a.celltypeCol.empty()) {
-    reals.emplace_back("", eval::cellEvalData(real, a.pertCol));
-    preds.emplace_back("", eval::cellEvalData(pred, a.pertCol));
+    for (auto [adata, out] : {std::pair{&real, &reals}, std::pair{&pred, &preds}}) {
+      data::CsrMatrix x;
+      if (lastUse) {  // cellEvalData then copies an X of the same shape without entries
+        std::swap(x, adata->X);
+        adata->X.rows = x.rows, adata->X.cols = x.cols;
+      }
+      out->emplace_back("", eval::cellEvalData(*adata, a.pertCol));
+      if (lastUse) out->back().second.x = std::move(x);
+    }
   } else {
     reals = eval::splitByCelltype(real, a.pertCol, a.celltypeCol);
     preds = eval::splitByCelltype(pred, a.pertCol, a.celltypeCol);
@@ -183,7 +192,7 @@ int runEvaluate(const EvaluateArgs& a) {
     throw std::invalid_argument("unknown profile '" + a.profile +
                                 "': use full, minimal, vcc, de, anndata, pds, distribution or reconstruction");
   const bool reconstruction = a.profile == "reconstruction";
-  const bool distribution = a.profile == "distribution" || a.profile == "full";
+  const bool distribution = a.profile == "distribution" || (a.profile == "full" && !a.noDistribution);
   const bool cellEval = !reconstruction && a.profile != "distribution";
   eval::CellEvalOptions options;
   options.controlPert = a.controlPert;
@@ -215,7 +224,7 @@ int runEvaluate(const EvaluateArgs& a) {
       {"threads", threads}};
   if (cellEval) {
     summary["reference"] = "cell-eval 0.8.2 with pdex 0.3.0";
-    summary["results"] = runCellEval(a, real, pred, options);
+    summary["results"] = runCellEval(a, real, pred, options, /*lastUse=*/!distribution);
     lap("cell_eval");
   }
   if (distribution) {
@@ -255,6 +264,8 @@ Command addEvaluateCommand(CLI::App& parent) {
   cmd.app->add_option("--outdir", args->outdir, "output directory")->capture_default_str();
   cmd.app->add_option("--device", args->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd.app->add_option("--threads", args->threads, "CPU threads (0: torch's default)")->capture_default_str();
+  cmd.app->add_flag("--no-distribution", args->noDistribution,
+                    "full profile: skip distribution.csv, writing exactly cell-eval's files");
   cmd.app->add_option("--dist-max-cells", args->distMaxCells,
                       "distribution metrics: at most this many cells per condition and side (0: all)")
       ->capture_default_str();
