@@ -102,10 +102,6 @@ struct Side {
   std::vector<std::vector<int64_t>> rows;  // [labels] rows of each label, in file order
   at::Tensor bulk;                         // [labels, genes] float32 means (polars' group_by().mean() keeps float32)
   c10::Device device = c10::kCPU;
-
-  at::Tensor cellsOf(int64_t label) const {  // [cells of label, genes] float32 on the device
-    return data::denseRows(*x, rows[size_t(label)]).to(device);
-  }
 };
 
 Side prepare(const CellEvalData& d, const std::vector<std::string>& labels, const c10::Device& device) {
@@ -322,62 +318,103 @@ std::map<std::string, Column> bulkMetrics(const Side& real, const Side& pred, co
   return out;
 }
 
-// Euclidean distances between the rows of a [n, d] and b [m, d] (float32 log1p cells) with their
-// squared norms an [n], bn [m] (float64): |a|^2 + |b|^2 - 2 a.b with the product in float32 (a
-// float32 GEMM is twice a float64 one, and the sum it feeds averages ~10^5 pairs), every other step
-// in float64. The product's rounding, ~1e-7 sqrt(d) (|a|^2 + |b|^2), only matters for pairs much
-// closer than their norms: those with |a - b|^2 < 1e-2 (|a|^2 + |b|^2) are recomputed from the
-// coordinates in float64, so identical cells are exactly 0 apart. Returns [n, m] float64.
-at::Tensor pairDistances(const at::Tensor& a, const at::Tensor& an, const at::Tensor& b, const at::Tensor& bn) {
-  constexpr double kNear = 1e-2;
-  constexpr int64_t kExactPairs = 4096;  // pairs recomputed at once
-  const at::Tensor norms = an.unsqueeze(1) + bn.unsqueeze(0);           // [n, m]
-  at::Tensor sq = norms - 2.0 * a.matmul(b.t()).to(at::kDouble);        // [n, m]
-  const at::Tensor near = (sq < kNear * norms).nonzero();               // [pairs, 2]
-  for (int64_t start = 0; start < near.size(0); start += kExactPairs) {
-    const at::Tensor pair = near.slice(0, start, start + kExactPairs);  // [<= kExactPairs, 2]
-    const at::Tensor i = pair.select(1, 0), j = pair.select(1, 1);
-    const at::Tensor exact =
-        (a.index_select(0, i).to(at::kDouble) - b.index_select(0, j).to(at::kDouble)).square().sum(1);
-    sq.index_put_({i, j}, exact);
+// One label's cells for the energy distances: float32 coordinates centred on the file's control
+// mean (distances do not change, but |x|^2 + |y|^2 - 2 x.y cancels far less when the norms are the
+// size of the distances instead of the size of the expression values) and their squared norms.
+struct Cells {
+  at::Tensor x;      // [n, genes] float32, CPU, contiguous
+  at::Tensor norms;  // [n] float64
+  int64_t size() const { return x.size(0); }
+};
+
+// The cells of `rows`, densified from the CSR minus `centre` in one pass.
+Cells centredCells(const data::CsrMatrix& x, const std::vector<int64_t>& rows, const std::vector<double>& centre) {
+  const int64_t n = int64_t(rows.size()), genes = x.cols;
+  std::vector<float> zeroRow(static_cast<size_t>(genes));  // a row with no entries, centred
+  for (int64_t g = 0; g < genes; ++g) zeroRow[size_t(g)] = float(-centre[size_t(g)]);
+  Cells c{at::empty({n, genes}, at::kFloat), at::empty({n}, at::kDouble)};  // [n, genes], [n]
+  float* out = c.x.data_ptr<float>();
+  double* norms = c.norms.data_ptr<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = out + i * genes;
+    std::copy(zeroRow.begin(), zeroRow.end(), row);
+    const int64_t r = rows[size_t(i)];
+    for (int64_t k = x.indptr[r]; k < x.indptr[r + 1]; ++k)
+      row[x.indices[k]] = float(double(x.data[k]) - centre[size_t(x.indices[k])]);
+    double norm = 0.0;
+    for (int64_t g = 0; g < genes; ++g) norm += double(row[g]) * double(row[g]);
+    norms[i] = norm;
   }
-  return sq.clamp_min(0.0).sqrt();
+  return c;
 }
 
-at::Tensor squaredNorms(const at::Tensor& x) { return x.to(at::kDouble).square().sum(1); }  // [n]
+// a [n, genes] . b [m, genes]^T -> [n, m] float32 on the CPU. On the CPU it goes through oneDNN's fp32
+// GEMM (at::mkldnn_linear): MKL's sgemm takes its AVX2 kernels on AMD CPUs where oneDNN's JIT takes
+// AVX-512 (measured 2x on this machine's EPYC); both accumulate in float32.
+at::Tensor dotProducts(const at::Tensor& a, const at::Tensor& b, const c10::Device& device) {
+  if (!device.is_cpu()) return a.to(device).matmul(b.to(device).t()).cpu();  // [n, m]
+  if (!at::hasMKLDNN()) return a.matmul(b.t());
+  return at::mkldnn_linear(a.to_mkldnn(), b).to_dense();  // [n, m]
+}
 
-// Distances held at once (8 MiB of float64).
-constexpr int64_t kDistanceBlock = int64_t{1} << 20;
-
-// Mean of |x_i - y_j| over all n * m pairs, in row blocks.
-double meanCrossDistance(const at::Tensor& x, const at::Tensor& xn, const at::Tensor& y, const at::Tensor& yn) {
-  const int64_t rows = std::max<int64_t>(1, kDistanceBlock / std::max<int64_t>(1, y.size(0)));
+// Sum of the Euclidean distances |a_i - b_j| over pairs of a's rows [aBegin, aEnd) and all of b's, or,
+// with `above`, only over pairs whose b row index (in b) exceeds the a row index (a and b then being
+// the same cells): |a|^2 + |b|^2 - 2 a.b with the product in float32 (one GEMM for the block) and the
+// rest in float64, in one pass over the block. The product's rounding, ~1e-7 sqrt(genes) |a| |b|,
+// only matters for pairs much closer than their norms: those with |a - b|^2 < 1e-2 (|a|^2 + |b|^2)
+// are recomputed from the coordinates in float64, so identical cells are exactly 0 apart.
+double sumDistances(const Cells& a, int64_t aBegin, int64_t aEnd, const Cells& b, bool above,
+                    const c10::Device& device) {
+  constexpr double kNear = 1e-2;
+  const int64_t bBegin = above ? aBegin : 0, m = b.size() - bBegin, genes = a.x.size(1);
+  if (aEnd <= aBegin || m <= 0) return 0.0;
+  const at::Tensor dots = dotProducts(a.x.slice(0, aBegin, aEnd), b.x.slice(0, bBegin), device).contiguous();  // [rows, m]
+  const float* g = dots.const_data_ptr<float>();
+  const double *an = a.norms.const_data_ptr<double>(), *bn = b.norms.const_data_ptr<double>() + bBegin;
+  const float *ax = a.x.const_data_ptr<float>(), *bx = b.x.const_data_ptr<float>() + bBegin * genes;
   double sum = 0.0;
-  for (int64_t s = 0; s < x.size(0); s += rows)
-    sum += pairDistances(x.slice(0, s, s + rows), xn.slice(0, s, s + rows), y, yn).sum().item<double>();
-  return sum / (double(x.size(0)) * double(y.size(0)));
+  for (int64_t i = aBegin; i < aEnd; ++i) {
+    const float* gi = g + (i - aBegin) * m;
+    double rowSum = 0.0;
+    for (int64_t j = above ? i - aBegin + 1 : 0; j < m; ++j) {
+      const double norms = an[i] + bn[j];
+      double sq = norms - 2.0 * double(gi[j]);
+      if (sq < kNear * norms) {
+        const float *x = ax + i * genes, *y = bx + j * genes;
+        sq = 0.0;
+        for (int64_t k = 0; k < genes; ++k) sq += (double(x[k]) - double(y[k])) * (double(x[k]) - double(y[k]));
+      }
+      rowSum += std::sqrt(std::max(sq, 0.0));
+    }
+    sum += rowSum;
+  }
+  return sum;
+}
+
+// Rows of a multiplied at once (GEMM blocks of at most ~1M products).
+int64_t blockRows(int64_t columns) { return std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(1, columns), 1, 512); }
+
+// Mean of |x_i - y_j| over all n * m pairs.
+double meanCrossDistance(const Cells& x, const Cells& y, const c10::Device& device) {
+  const int64_t rows = blockRows(y.size());
+  double sum = 0.0;
+  for (int64_t s = 0; s < x.size(); s += rows) sum += sumDistances(x, s, std::min(x.size(), s + rows), y, false, device);
+  return sum / (double(x.size()) * double(y.size()));
 }
 
 // Mean of |x_i - x_j| over all n^2 ordered pairs, self-pairs (0) included, as the mean of sklearn's
-// pairwise_distances(x) with its zeroed diagonal: each row block is compared with itself and the
-// rows after it only, and the off-diagonal part counted twice.
-double meanSelfDistance(const at::Tensor& x, const at::Tensor& xn) {
-  const int64_t n = x.size(0);
-  const int64_t rows = std::clamp<int64_t>(kDistanceBlock / std::max<int64_t>(1, n), 1, 256);
+// pairwise_distances(x) with its zeroed diagonal: the pairs i < j, counted twice.
+double meanSelfDistance(const Cells& x, const c10::Device& device) {
+  const int64_t n = x.size(), rows = std::min<int64_t>(blockRows(n), 256);
   double sum = 0.0;
-  for (int64_t s = 0; s < n; s += rows) {
-    const int64_t e = std::min(n, s + rows);
-    at::Tensor d = pairDistances(x.slice(0, s, e), xn.slice(0, s, e), x.slice(0, s), xn.slice(0, s));  // [e-s, n-s]
-    d.diagonal().zero_();  // self-pairs (exactly 0 already: they are recomputed)
-    sum += d.slice(1, 0, e - s).sum().item<double>() + 2.0 * d.slice(1, e - s).sum().item<double>();
-  }
-  return sum / (double(n) * double(n));
+  for (int64_t s = 0; s < n; s += rows) sum += sumDistances(x, s, std::min(n, s + rows), x, true, device);
+  return 2.0 * sum / (double(n) * double(n));
 }
 
 // edistance: Pearson over perturbations of the energy distances (V-statistic, euclidean) of each
 // perturbation's cells to its file's control cells; one value for all perturbations. As in cell-eval,
 // the control's mean self-distance is computed once per file and distances go through the matrix
-// product (sklearn's pairwise_distances; here pairDistances). Each label's cells are densified from
+// product (sklearn's pairwise_distances; here sumDistances). Each label's cells are densified from
 // the CSR when they are needed, so no [cells, genes] matrix is ever held.
 // Where one side's distances are equal up to rounding (|max - min| <= 1e-6 max|d|), the correlation
 // is undefined and NaN is returned. This happens when every perturbation gets the same predicted
@@ -387,18 +424,19 @@ double meanSelfDistance(const at::Tensor& x, const at::Tensor& xn) {
 double pearsonEdistance(const Side& real, const Side& pred, const std::vector<int64_t>& perts, int64_t control,
                         int threads) {
   auto distances = [&](const Side& s) {
-    const at::Tensor ctrl = s.cellsOf(control), ctrlNorms = squaredNorms(ctrl);  // [n_c, genes], [n_c]
-    const double sigmaControl = meanSelfDistance(ctrl, ctrlNorms);
+    const auto& ctrlRows = s.rows[size_t(control)];
+    std::vector<double> centre(size_t(s.x->cols), 0.0);  // the control's mean cell
+    for (int64_t r : ctrlRows)
+      for (int64_t k = s.x->indptr[r]; k < s.x->indptr[r + 1]; ++k) centre[size_t(s.x->indices[k])] += s.x->data[k];
+    for (double& v : centre) v /= double(ctrlRows.size());
+    const Cells ctrl = centredCells(*s.x, ctrlRows, centre);
+    const double sigmaControl = meanSelfDistance(ctrl, s.device);
     std::vector<double> d(perts.size());
-    auto distance = [&](size_t i) {
-      const at::Tensor x = s.cellsOf(perts[i]), xn = squaredNorms(x);  // [n, genes], [n]
-      d[i] = 2.0 * meanCrossDistance(x, xn, ctrl, ctrlNorms) - meanSelfDistance(x, xn) - sigmaControl;
-    };
-    if (s.device.is_cpu()) {  // one perturbation per thread, serial BLAS calls (eval/Parallel.h)
-      parallelFor(int64_t(perts.size()), threads, [&](int64_t i) { distance(size_t(i)); });
-    } else {
-      for (size_t i = 0; i < perts.size(); ++i) distance(i);
-    }
+    // One perturbation per thread, each GEMM on its own thread (eval/Parallel.h).
+    parallelFor(int64_t(perts.size()), threads, [&](int64_t i) {
+      const Cells x = centredCells(*s.x, s.rows[size_t(perts[size_t(i)])], centre);
+      d[size_t(i)] = 2.0 * meanCrossDistance(x, ctrl, s.device) - meanSelfDistance(x, s.device) - sigmaControl;
+    });
     return d;
   };
   auto nearlyConstant = [](const std::vector<double>& d) {
@@ -498,8 +536,7 @@ std::string csvNumber(double v) { return formatFloat(v); }
 
 bool toCellEvalLogSpace(data::CsrMatrix& x, const std::string& which, const std::string& source) {
   if (looksLogNormalised(x, which, source)) return false;
-  data::normalizeTotalInPlace(x);  // sc.pp.normalize_total to the median, then log1p
-  data::log1pInPlace(x);
+  data::normalizeTotalLog1pInPlace(x);  // sc.pp.normalize_total to the median, then log1p
   return true;
 }
 

@@ -341,96 +341,118 @@ DeResult differentialExpressionSparse(const data::CsrMatrix& x, const std::vecto
                                   std::to_string(kMaxPooledCells) + "; subsample the groups");
 
   // Per (group, gene): the sums of the pseudobulk (log1p) values, 2U and the tie term beyond the
-  // control's own. Each work item gathers the keys of its genes from the rows (indices ascend within a
-  // row), so only a few genes' keys exist at a time.
+  // control's own. Genes are cut into a few contiguous chunks (one work item each); a chunk gathers the
+  // keys of kGenesPerBlock genes at a time from the rows, each row's cursor moving on from where the
+  // previous block stopped (indices ascend within a row), so only a block's keys exist at a time and
+  // a row is searched once per chunk, not once per block.
   at::Tensor sums = at::zeros({nGroups, genes}, at::kDouble);
   at::Tensor twiceU = at::zeros({nGroups, genes}, at::kLong), ties = at::zeros({nGroups, genes}, at::kLong);
   double* sump = sums.data_ptr<double>();
   int64_t* twiceUp = twiceU.data_ptr<int64_t>();
   int64_t* tiesp = ties.data_ptr<int64_t>();
-  constexpr int64_t kGenesPerItem = 64;
+  constexpr int64_t kGenesPerBlock = 64;
   constexpr uint64_t kZeroCode = 0x80000000u;
   auto cube = [](int64_t t) { return t * t * t - t; };
-  auto sweepGenes = [&](int64_t item) {
-    const int64_t g0 = item * kGenesPerItem, g1 = std::min(genes, g0 + kGenesPerItem);
-    // Gather: each row's entries of genes [g0, g1), bucketed by gene.
-    std::vector<int64_t> first(size_t(x.rows)), last(size_t(x.rows)), geneStart(size_t(g1 - g0) + 1, 0);
-    for (int64_t r = 0; r < x.rows; ++r) {
-      const int32_t* idx = x.indices.data();
-      first[size_t(r)] = std::lower_bound(idx + x.indptr[r], idx + x.indptr[r + 1], int32_t(g0)) - idx;
-      last[size_t(r)] = std::lower_bound(idx + first[size_t(r)], idx + x.indptr[r + 1], int32_t(g1)) - idx;
-      if (groupOf[size_t(r)] < 0) continue;
-      for (int64_t i = first[size_t(r)]; i < last[size_t(r)]; ++i)
-        if (x.data[size_t(i)] != 0.0f) ++geneStart[size_t(x.indices[size_t(i)] - g0) + 1];
-    }
-    std::partial_sum(geneStart.begin(), geneStart.end(), geneStart.begin());
-    std::vector<uint64_t> keys(size_t(geneStart.back()));
-    std::vector<int64_t> fill(geneStart.begin(), geneStart.end() - 1);
-    for (int64_t r = 0; r < x.rows; ++r) {
-      const int32_t k = groupOf[size_t(r)];
-      if (k < 0) continue;
-      for (int64_t i = first[size_t(r)]; i < last[size_t(r)]; ++i) {
-        const float v = x.data[size_t(i)];
-        if (v == 0.0f) continue;
-        const int32_t g = x.indices[size_t(i)];
-        sump[int64_t(k) * genes + g] += options.isLog1p ? double(v) : std::log1p(double(v));
-        int32_t bits;
-        std::memcpy(&bits, &v, sizeof bits);
-        const uint32_t code = uint32_t(bits ^ ((bits >> 31) & 0x7FFFFFFF)) + 0x80000000u;  // order-preserving
-        keys[size_t(fill[size_t(g - g0)]++)] = uint64_t(code) << 32 | uint32_t(k);
-      }
-    }
+  const int64_t blocks = (genes + kGenesPerBlock - 1) / kGenesPerBlock;
+  const int64_t chunks = std::clamp<int64_t>(4 * int64_t(std::max(options.threads, 1)), 1, std::max<int64_t>(blocks, 1));
+  const int32_t* idx = x.indices.data();
+  const float* values = x.data.data();
+  // Keys per gene, from one sequential pass, so each block reads its rows' entries only once.
+  std::vector<int64_t> geneKeys(size_t(genes), 0);
+  for (int64_t r = 0; r < x.rows; ++r)
+    if (groupOf[size_t(r)] >= 0)
+      for (int64_t i = x.indptr[r]; i < x.indptr[r + 1]; ++i) geneKeys[size_t(idx[i])] += values[i] != 0.0f;
+  auto sweepChunk = [&](int64_t chunk) {
+    const int64_t b0 = chunk * blocks / chunks, b1 = (chunk + 1) * blocks / chunks;
+    std::vector<int64_t> cursor(size_t(x.rows));
+    for (int64_t r = 0; r < x.rows; ++r)
+      cursor[size_t(r)] = std::lower_bound(idx + x.indptr[r], idx + x.indptr[r + 1], int32_t(b0 * kGenesPerBlock)) - idx;
+    std::vector<int64_t> geneStart(static_cast<size_t>(kGenesPerBlock) + 1), fill(static_cast<size_t>(kGenesPerBlock));
+    std::vector<uint64_t> keys, scratch;
     std::vector<int64_t> nonzero(static_cast<size_t>(nGroups)), inBlock(static_cast<size_t>(nGroups), 0);
     std::vector<int32_t> touched;
-    std::vector<uint64_t> scratch;
-    for (int64_t g = g0; g < g1; ++g) {
-      uint64_t* begin = keys.data() + geneStart[size_t(g - g0)];
-      uint64_t* end = keys.data() + geneStart[size_t(g - g0) + 1];
-      sortByValue(begin, end, scratch);
-      std::fill(nonzero.begin(), nonzero.end(), 0);
-      for (const uint64_t* k = begin; k != end; ++k) ++nonzero[size_t(uint32_t(*k))];
-      const int64_t controlZeros = n2 - nonzero[size_t(kc)];
-      int64_t controlBelow = 0, controlTies = cube(controlZeros);
-      bool zerosDone = false;
-      auto zeroBlock = [&] {  // every group's zeros tie with the control's
-        for (int64_t t = 0; t < nGroups; ++t) {
-          if (t == kc) continue;
-          const int64_t a = groupSize[size_t(t)] - nonzero[size_t(t)];
-          twiceUp[t * genes + g] += a * (2 * controlBelow + controlZeros);
-          tiesp[t * genes + g] += cube(a + controlZeros) - cube(controlZeros);
+    for (int64_t geneBlock = b0; geneBlock < b1; ++geneBlock) {
+      const int64_t g0 = geneBlock * kGenesPerBlock, g1 = std::min(genes, g0 + kGenesPerBlock);
+      // Gather: each row's entries of genes [g0, g1), bucketed by gene. The rows' entries are far
+      // apart, so the ones a few rows ahead are prefetched.
+      geneStart[0] = 0;
+      for (int64_t g = g0; g < g1; ++g) geneStart[size_t(g - g0) + 1] = geneStart[size_t(g - g0)] + geneKeys[size_t(g)];
+      keys.resize(size_t(geneStart[size_t(g1 - g0)]));
+      std::copy(geneStart.begin(), geneStart.end() - 1, fill.begin());
+      constexpr int64_t kAhead = 8;
+      for (int64_t r = 0; r < x.rows; ++r) {
+        if (r + kAhead < x.rows) {
+          const int64_t ahead = cursor[size_t(r + kAhead)];
+          __builtin_prefetch(idx + ahead), __builtin_prefetch(idx + ahead + 16);
+          __builtin_prefetch(values + ahead), __builtin_prefetch(values + ahead + 16);
         }
-        controlBelow += controlZeros;
-        zerosDone = true;
-      };
-      for (const uint64_t* block = begin; block != end;) {
-        const uint64_t code = *block >> 32;
-        if (!zerosDone && code > kZeroCode) zeroBlock();
-        const uint64_t* blockEnd = block;
-        int64_t c = 0;
-        for (; blockEnd != end && (*blockEnd >> 32) == code; ++blockEnd) {
-          const uint32_t k = uint32_t(*blockEnd);
-          if (k == uint32_t(kc)) {
-            ++c;
-          } else if (inBlock[k]++ == 0) {
-            touched.push_back(int32_t(k));
-          }
+        const int32_t k = groupOf[size_t(r)];
+        const int64_t rowEnd = x.indptr[r + 1];
+        int64_t i = cursor[size_t(r)];
+        if (k < 0) {
+          while (i < rowEnd && idx[i] < g1) ++i;
         }
-        for (int32_t t : touched) {
-          const int64_t a = inBlock[size_t(t)];
-          twiceUp[t * genes + g] += a * (2 * controlBelow + c);
-          tiesp[t * genes + g] += cube(a + c) - cube(c);
-          inBlock[size_t(t)] = 0;
+        for (; i < rowEnd && idx[i] < g1; ++i) {
+          const float v = values[i];
+          if (v == 0.0f) continue;
+          const int32_t g = idx[i];
+          sump[int64_t(k) * genes + g] += options.isLog1p ? double(v) : std::log1p(double(v));
+          int32_t bits;
+          std::memcpy(&bits, &v, sizeof bits);
+          const uint32_t code = uint32_t(bits ^ ((bits >> 31) & 0x7FFFFFFF)) + 0x80000000u;  // order-preserving
+          keys[size_t(fill[size_t(g - g0)]++)] = uint64_t(code) << 32 | uint32_t(k);
         }
-        touched.clear();
-        controlTies += cube(c);
-        controlBelow += c;
-        block = blockEnd;
+        cursor[size_t(r)] = i;
       }
-      if (!zerosDone) zeroBlock();
-      for (int64_t t = 0; t < nGroups; ++t) tiesp[t * genes + g] += controlTies;
+      for (int64_t g = g0; g < g1; ++g) {
+        uint64_t* begin = keys.data() + geneStart[size_t(g - g0)];
+        uint64_t* end = keys.data() + geneStart[size_t(g - g0) + 1];
+        sortByValue(begin, end, scratch);
+        std::fill(nonzero.begin(), nonzero.end(), 0);
+        for (const uint64_t* k = begin; k != end; ++k) ++nonzero[size_t(uint32_t(*k))];
+        const int64_t controlZeros = n2 - nonzero[size_t(kc)];
+        int64_t controlBelow = 0, controlTies = cube(controlZeros);
+        bool zerosDone = false;
+        auto zeroBlock = [&] {  // every group's zeros tie with the control's
+          for (int64_t t = 0; t < nGroups; ++t) {
+            if (t == kc) continue;
+            const int64_t a = groupSize[size_t(t)] - nonzero[size_t(t)];
+            twiceUp[t * genes + g] += a * (2 * controlBelow + controlZeros);
+            tiesp[t * genes + g] += cube(a + controlZeros) - cube(controlZeros);
+          }
+          controlBelow += controlZeros;
+          zerosDone = true;
+        };
+        for (const uint64_t* block = begin; block != end;) {
+          const uint64_t code = *block >> 32;
+          if (!zerosDone && code > kZeroCode) zeroBlock();
+          const uint64_t* blockEnd = block;
+          int64_t c = 0;
+          for (; blockEnd != end && (*blockEnd >> 32) == code; ++blockEnd) {
+            const uint32_t k = uint32_t(*blockEnd);
+            if (k == uint32_t(kc)) {
+              ++c;
+            } else if (inBlock[k]++ == 0) {
+              touched.push_back(int32_t(k));
+            }
+          }
+          for (int32_t t : touched) {
+            const int64_t a = inBlock[size_t(t)];
+            twiceUp[t * genes + g] += a * (2 * controlBelow + c);
+            tiesp[t * genes + g] += cube(a + c) - cube(c);
+            inBlock[size_t(t)] = 0;
+          }
+          touched.clear();
+          controlTies += cube(c);
+          controlBelow += c;
+          block = blockEnd;
+        }
+        if (!zerosDone) zeroBlock();
+        for (int64_t t = 0; t < nGroups; ++t) tiesp[t * genes + g] += controlTies;
+      }
     }
   };
-  parallelFor((genes + kGenesPerItem - 1) / kGenesPerItem, options.threads, sweepGenes);
+  parallelFor(chunks, options.threads, sweepChunk);
 
   std::vector<int64_t> targetRows, targets, memberships;
   for (int64_t k = 0; k < nGroups; ++k) {
