@@ -318,13 +318,20 @@ std::map<std::string, Column> bulkMetrics(const Side& real, const Side& pred, co
   return out;
 }
 
+// Rows per GEMM tile. Every product is a [kTile, genes] block times a [kTile or n_control, genes]
+// block, so oneDNN builds its kernels for two shapes only (a new shape costs ~4 ms of JIT, which
+// per-label shapes paid hundreds of times).
+constexpr int64_t kTile = 128;
+
 // One label's cells for the energy distances: float32 coordinates centred on the file's control
 // mean (distances do not change, but |x|^2 + |y|^2 - 2 x.y cancels far less when the norms are the
-// size of the distances instead of the size of the expression values) and their squared norms.
+// size of the distances instead of the size of the expression values) and their squared norms. The
+// rows are padded with zero rows to whole tiles; pairs with a padding row are never summed.
 struct Cells {
-  at::Tensor x;      // [n, genes] float32, CPU, contiguous
+  at::Tensor x;      // [n rounded up to kTile, genes] float32, CPU, contiguous
   at::Tensor norms;  // [n] float64
-  int64_t size() const { return x.size(0); }
+  int64_t n = 0;
+  int64_t padded() const { return x.size(0); }
 };
 
 // The cells of `rows`, densified from the CSR minus `centre` in one pass.
@@ -332,7 +339,7 @@ Cells centredCells(const data::CsrMatrix& x, const std::vector<int64_t>& rows, c
   const int64_t n = int64_t(rows.size()), genes = x.cols;
   std::vector<float> zeroRow(static_cast<size_t>(genes));  // a row with no entries, centred
   for (int64_t g = 0; g < genes; ++g) zeroRow[size_t(g)] = float(-centre[size_t(g)]);
-  Cells c{at::empty({n, genes}, at::kFloat), at::empty({n}, at::kDouble)};  // [n, genes], [n]
+  Cells c{at::zeros({(n + kTile - 1) / kTile * kTile, genes}, at::kFloat), at::empty({n}, at::kDouble), n};
   float* out = c.x.data_ptr<float>();
   double* norms = c.norms.data_ptr<double>();
   for (int64_t i = 0; i < n; ++i) {
@@ -357,28 +364,27 @@ at::Tensor dotProducts(const at::Tensor& a, const at::Tensor& b, const c10::Devi
   return at::mkldnn_linear(a.to_mkldnn(), b).to_dense();  // [n, m]
 }
 
-// Sum of the Euclidean distances |a_i - b_j| over pairs of a's rows [aBegin, aEnd) and all of b's, or,
-// with `above`, only over pairs whose b row index (in b) exceeds the a row index (a and b then being
-// the same cells): |a|^2 + |b|^2 - 2 a.b with the product in float32 (one GEMM for the block) and the
-// rest in float64, in one pass over the block. The product's rounding, ~1e-7 sqrt(genes) |a| |b|,
-// only matters for pairs much closer than their norms: those with |a - b|^2 < 1e-2 (|a|^2 + |b|^2)
-// are recomputed from the coordinates in float64, so identical cells are exactly 0 apart.
-double sumDistances(const Cells& a, int64_t aBegin, int64_t aEnd, const Cells& b, bool above,
+// Sum of the Euclidean distances |a_i - b_j| over i in the tile [a0, a0 + kTile) and j in [b0, b1),
+// both limited to real rows, and with `same` (a and b the same cells) to j > i only:
+// |a|^2 + |b|^2 - 2 a.b with the product in float32 (one GEMM for the tile) and the rest in float64,
+// in one pass. The product's rounding, ~1e-7 sqrt(genes) |a| |b|, only matters for pairs much closer
+// than their norms: those with |a - b|^2 < 1e-2 (|a|^2 + |b|^2) are recomputed from the coordinates
+// in float64, so identical cells are exactly 0 apart.
+double sumDistances(const Cells& a, int64_t a0, const Cells& b, int64_t b0, int64_t b1, bool same,
                     const c10::Device& device) {
   constexpr double kNear = 1e-2;
-  const int64_t bBegin = above ? aBegin : 0, m = b.size() - bBegin, genes = a.x.size(1);
-  if (aEnd <= aBegin || m <= 0) return 0.0;
-  const at::Tensor dots = dotProducts(a.x.slice(0, aBegin, aEnd), b.x.slice(0, bBegin), device).contiguous();  // [rows, m]
+  const int64_t genes = a.x.size(1), m = b1 - b0;
+  const at::Tensor dots = dotProducts(a.x.slice(0, a0, a0 + kTile), b.x.slice(0, b0, b1), device).contiguous();  // [kTile, m]
   const float* g = dots.const_data_ptr<float>();
-  const double *an = a.norms.const_data_ptr<double>(), *bn = b.norms.const_data_ptr<double>() + bBegin;
-  const float *ax = a.x.const_data_ptr<float>(), *bx = b.x.const_data_ptr<float>() + bBegin * genes;
+  const double *an = a.norms.const_data_ptr<double>(), *bn = b.norms.const_data_ptr<double>();
+  const float *ax = a.x.const_data_ptr<float>(), *bx = b.x.const_data_ptr<float>();
   double sum = 0.0;
-  for (int64_t i = aBegin; i < aEnd; ++i) {
-    const float* gi = g + (i - aBegin) * m;
+  for (int64_t i = a0; i < std::min(a0 + kTile, a.n); ++i) {
+    const float* gi = g + (i - a0) * m;  // gi[j - b0]: the product of rows i and j
     double rowSum = 0.0;
-    for (int64_t j = above ? i - aBegin + 1 : 0; j < m; ++j) {
+    for (int64_t j = same ? std::max(b0, i + 1) : b0; j < std::min(b1, b.n); ++j) {
       const double norms = an[i] + bn[j];
-      double sq = norms - 2.0 * double(gi[j]);
+      double sq = norms - 2.0 * double(gi[j - b0]);
       if (sq < kNear * norms) {
         const float *x = ax + i * genes, *y = bx + j * genes;
         sq = 0.0;
@@ -391,24 +397,21 @@ double sumDistances(const Cells& a, int64_t aBegin, int64_t aEnd, const Cells& b
   return sum;
 }
 
-// Rows of a multiplied at once (GEMM blocks of at most ~1M products).
-int64_t blockRows(int64_t columns) { return std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(1, columns), 1, 512); }
-
 // Mean of |x_i - y_j| over all n * m pairs.
 double meanCrossDistance(const Cells& x, const Cells& y, const c10::Device& device) {
-  const int64_t rows = blockRows(y.size());
   double sum = 0.0;
-  for (int64_t s = 0; s < x.size(); s += rows) sum += sumDistances(x, s, std::min(x.size(), s + rows), y, false, device);
-  return sum / (double(x.size()) * double(y.size()));
+  for (int64_t a0 = 0; a0 < x.n; a0 += kTile) sum += sumDistances(x, a0, y, 0, y.padded(), false, device);
+  return sum / (double(x.n) * double(y.n));
 }
 
 // Mean of |x_i - x_j| over all n^2 ordered pairs, self-pairs (0) included, as the mean of sklearn's
-// pairwise_distances(x) with its zeroed diagonal: the pairs i < j, counted twice.
+// pairwise_distances(x) with its zeroed diagonal: the pairs i < j (tiles on and above the diagonal),
+// counted twice.
 double meanSelfDistance(const Cells& x, const c10::Device& device) {
-  const int64_t n = x.size(), rows = std::min<int64_t>(blockRows(n), 256);
   double sum = 0.0;
-  for (int64_t s = 0; s < n; s += rows) sum += sumDistances(x, s, std::min(n, s + rows), x, true, device);
-  return 2.0 * sum / (double(n) * double(n));
+  for (int64_t a0 = 0; a0 < x.n; a0 += kTile)
+    for (int64_t b0 = a0; b0 < x.n; b0 += kTile) sum += sumDistances(x, a0, x, b0, b0 + kTile, true, device);
+  return 2.0 * sum / (double(x.n) * double(x.n));
 }
 
 // edistance: Pearson over perturbations of the energy distances (V-statistic, euclidean) of each
