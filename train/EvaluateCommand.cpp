@@ -13,6 +13,7 @@
 #include "data/H5ad.h"
 #include "eval/CellEvalSuite.h"
 #include "eval/DistributionSuite.h"
+#include "eval/Parallel.h"
 #include "eval/ReconstructionSuite.h"
 #include "eval/StageLog.h"
 #include "train/Commands.h"
@@ -89,8 +90,11 @@ nlohmann::json runCellEval(const EvaluateArgs& a, data::AnnData& real, data::Ann
     const eval::MetricTable agg = eval::describeMetrics(report.results);
     eval::writeMetricCsv(report.results, outPath(a, celltype, "results.csv"));
     eval::writeMetricCsv(agg, outPath(a, celltype, "agg_results.csv"));
-    if (report.realDe) eval::writeDeCsv(*report.realDe, outPath(a, celltype, "real_de.csv"));
-    if (report.predDe) eval::writeDeCsv(*report.predDe, outPath(a, celltype, "pred_de.csv"));
+    // The two DE tables (genes x targets rows each, formatted number by number) are written side by side.
+    eval::parallelFor(2, options.threads, [&](int64_t side) {
+      const auto& de = side == 0 ? report.realDe : report.predDe;
+      if (de) eval::writeDeCsv(*de, outPath(a, celltype, side == 0 ? "real_de.csv" : "pred_de.csv"));
+    });
 
     nlohmann::json means = nlohmann::json::object();
     for (size_t c = 0; c < agg.columns.size(); ++c) {
