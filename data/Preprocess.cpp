@@ -170,45 +170,91 @@ std::vector<double> librarySizes(const CsrMatrix& counts) {
   return out;
 }
 
-double medianLibrarySize(const CsrMatrix& counts, MedianOf median_of) {
+namespace {
+
+double medianOfLibrarySizes(const std::vector<double>& librarySizes, MedianOf median_of) {
   std::vector<float> sizes;
-  for (double s : librarySizes(counts))
+  for (double s : librarySizes)
     if (median_of == MedianOf::AllCells || s > 0) sizes.push_back(static_cast<float>(s));
   if (sizes.empty())
     throw std::invalid_argument(fmt::format("normalize_total: no cell of the {} has any counts, so there is no median "
                                             "library size; pass a target sum",
-                                            counts.rows));
+                                            librarySizes.size()));
   return medianOf(std::move(sizes));
 }
 
-CsrMatrix normalizeTotal(const CsrMatrix& counts, std::optional<double> target_sum, MedianOf median_of) {
+// Each row's divisor: its library size (stored as float32) over the target, 0 for empty cells, as
+// scanpy's float32 steps compute it.
+std::vector<float> normalisationFactors(const CsrMatrix& x, std::optional<double> target_sum, MedianOf median_of) {
   if (target_sum && !(*target_sum > 0))
     throw std::invalid_argument(fmt::format("normalize_total: target sum must be > 0, got {}", *target_sum));
-  const float target = static_cast<float>(target_sum ? *target_sum : medianLibrarySize(counts, median_of));
+  const std::vector<double> sizes = librarySizes(x);
+  const float target = static_cast<float>(target_sum ? *target_sum : medianOfLibrarySizes(sizes, median_of));
   if (!(target > 0))
     throw std::invalid_argument(fmt::format("normalize_total: the median library size of the {} cells is 0 (at least "
                                             "half have no counts); pass a target sum or take the median over "
                                             "nonzero cells",
-                                            counts.rows));
-  const std::vector<double> sizes = librarySizes(counts);
-  CsrMatrix out = counts;
+                                            x.rows));
+  std::vector<float> factors(sizes.size());
   int64_t empty = 0;
-  for (int64_t r = 0; r < counts.rows; ++r) {
-    // scanpy's float32 steps: the size stored as float32, divided by the target, then the values.
-    const float factor = static_cast<float>(sizes[r]) / target;
-    if (factor == 0) {
-      ++empty;
-      continue;
-    }
-    for (int64_t k = out.indptr[r]; k < out.indptr[r + 1]; ++k) out.data[k] = out.data[k] / factor;
+  for (size_t r = 0; r < sizes.size(); ++r) {
+    factors[r] = static_cast<float>(sizes[r]) / target;
+    empty += factors[r] == 0;
   }
-  if (empty > 0) core::logWarn("normalize_total: {} of {} cells have zero counts and stay zero", empty, counts.rows);
+  if (empty > 0) core::logWarn("normalize_total: {} of {} cells have zero counts and stay zero", empty, x.rows);
+  return factors;
+}
+
+}  // namespace
+
+double medianLibrarySize(const CsrMatrix& counts, MedianOf median_of) {
+  return medianOfLibrarySizes(librarySizes(counts), median_of);
+}
+
+void normalizeTotalInPlace(CsrMatrix& x, std::optional<double> target_sum, MedianOf median_of) {
+  const std::vector<float> factors = normalisationFactors(x, target_sum, median_of);
+  for (int64_t r = 0; r < x.rows; ++r) {
+    if (factors[r] == 0) continue;
+    for (int64_t k = x.indptr[r]; k < x.indptr[r + 1]; ++k) x.data[k] = x.data[k] / factors[r];
+  }
+}
+
+void log1pInPlace(CsrMatrix& x) {
+  for (float& v : x.data) v = std::log1p(v);
+}
+
+void normalizeTotalLog1pInPlace(CsrMatrix& x, std::optional<double> target_sum, MedianOf median_of) {
+  const std::vector<float> factors = normalisationFactors(x, target_sum, median_of);
+  // log1p(count / factor) depends on the row's factor and the count only, and a cell's counts are
+  // mostly a few small integers: their values are computed once per row (same float32 steps).
+  constexpr int kSmallCounts = 64;
+  float cached[kSmallCounts];
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float factor = factors[r];
+    std::fill(std::begin(cached), std::end(cached), -1.0f);  // log1p of a count >= 0 is never negative
+    for (int64_t k = x.indptr[r]; k < x.indptr[r + 1]; ++k) {
+      const float v = x.data[k];
+      const float scaled = factor == 0 ? v : v / factor;
+      const int small = static_cast<int>(v);
+      if (v >= 0 && v < kSmallCounts && float(small) == v) {
+        if (cached[small] < 0) cached[small] = std::log1p(scaled);
+        x.data[k] = cached[small];
+      } else {
+        x.data[k] = std::log1p(scaled);
+      }
+    }
+  }
+}
+
+CsrMatrix normalizeTotal(const CsrMatrix& counts, std::optional<double> target_sum, MedianOf median_of) {
+  CsrMatrix out = counts;
+  normalizeTotalInPlace(out, target_sum, median_of);
   return out;
 }
 
 CsrMatrix log1p(const CsrMatrix& values) {
   CsrMatrix out = values;
-  for (float& v : out.data) v = std::log1p(v);
+  log1pInPlace(out);
   return out;
 }
 

@@ -39,6 +39,14 @@ CsrMatrix normalizeTotal(const CsrMatrix& counts, std::optional<double> target_s
                          MedianOf median_of = MedianOf::AllCells);
 // log(1 + x) of every stored value (zeros stay implicit).
 CsrMatrix log1p(const CsrMatrix& values);
+// The same two steps on `x` itself, for large matrices that should not exist twice.
+void normalizeTotalInPlace(CsrMatrix& x, std::optional<double> target_sum = std::nullopt,
+                           MedianOf median_of = MedianOf::AllCells);
+void log1pInPlace(CsrMatrix& x);
+// normalizeTotalInPlace then log1pInPlace in one pass, with the same values: log1p is taken once per
+// distinct small integer count of a row instead of once per entry.
+void normalizeTotalLog1pInPlace(CsrMatrix& x, std::optional<double> target_sum = std::nullopt,
+                                MedianOf median_of = MedianOf::AllCells);
 
 // Local quadratic (degree 2) or linear regression of y on x with tricube weights over the nearest
 // span * n points, evaluated as skmisc.loess does by default (k-d tree vertices + Hermite

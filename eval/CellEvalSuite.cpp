@@ -7,6 +7,7 @@
 #include "eval/Correlation.h"
 #include "eval/DistributionMetrics.h"
 #include "eval/Parallel.h"
+#include "eval/StageLog.h"
 
 #include <ATen/ATen.h>
 
@@ -93,21 +94,28 @@ Auc aucScores(const std::vector<float>& scores, const std::vector<uint8_t>& labe
   return auc;
 }
 
-// One file's values on the device: densified log1p cells, group ids, float32 pseudobulks.
+// One file's values: its log1p cells as CSR (never densified whole: DE reads the CSR, the energy
+// distances one label's rows at a time), each cell's label and the float32 pseudobulks.
 struct Side {
-  at::Tensor cells;  // [cells, genes] float32
-  at::Tensor groups;  // [cells] int64 index into the sorted labels
-  at::Tensor bulk;   // [labels, genes] float32 means (polars' group_by().mean() keeps float32)
+  const data::CsrMatrix* x = nullptr;      // [cells, genes] log1p values
+  std::vector<int64_t> labelOf;            // [cells] index into the sorted labels
+  std::vector<std::vector<int64_t>> rows;  // [labels] rows of each label, in file order
+  at::Tensor bulk;                         // [labels, genes] float32 means (polars' group_by().mean() keeps float32)
+  c10::Device device = c10::kCPU;
 };
 
 Side prepare(const CellEvalData& d, const std::vector<std::string>& labels, const c10::Device& device) {
   std::map<std::string, int64_t> id;
   for (size_t i = 0; i < labels.size(); ++i) id[labels[i]] = int64_t(i);
-  std::vector<int64_t> groups(d.perturbations.size());
-  for (size_t i = 0; i < groups.size(); ++i) groups[i] = id.at(d.perturbations[i]);
   Side s;
-  s.cells = data::denseRows(d.x).to(device);            // [cells, genes]
-  s.groups = at::tensor(groups, at::kLong).to(device);  // [cells]
+  s.x = &d.x;
+  s.device = device;
+  s.labelOf.resize(d.perturbations.size());
+  s.rows.resize(labels.size());
+  for (size_t i = 0; i < s.labelOf.size(); ++i) {
+    s.labelOf[i] = id.at(d.perturbations[i]);
+    s.rows[size_t(s.labelOf[i])].push_back(int64_t(i));
+  }
   // Group sums in float64 straight from the CSR rows.
   const int64_t nLabels = int64_t(labels.size()), genes = d.x.cols;
   at::Tensor sums = at::zeros({nLabels, genes}, at::kDouble);  // [labels, genes]
@@ -115,9 +123,9 @@ Side prepare(const CellEvalData& d, const std::vector<std::string>& labels, cons
   double* sum = sums.data_ptr<double>();
   double* count = counts.data_ptr<double>();
   for (int64_t r = 0; r < d.x.rows; ++r) {
-    double* out = sum + groups[size_t(r)] * genes;
+    double* out = sum + s.labelOf[size_t(r)] * genes;
     for (int64_t k = d.x.indptr[r]; k < d.x.indptr[r + 1]; ++k) out[d.x.indices[k]] += d.x.data[k];
-    count[groups[size_t(r)]] += 1.0;
+    count[s.labelOf[size_t(r)]] += 1.0;
   }
   s.bulk = (sums / counts).to(at::kFloat).to(device);  // [labels, genes]
   return s;
@@ -132,7 +140,11 @@ DeTable runDe(const Side& s, const std::vector<std::string>& labels, int64_t con
               const std::vector<std::string>& genes, const std::vector<std::string>& categories, int threads) {
   DeOptions options;
   options.threads = threads;
-  DeResult de = differentialExpression(s.cells, s.groups, control, options);
+  // The CPU reads the CSR directly; other devices sort dense keys on the device.
+  DeResult de = s.device.is_cpu() ? differentialExpressionSparse(*s.x, s.labelOf, control, options)
+                                  : differentialExpression(data::denseRows(*s.x).to(s.device),
+                                                           at::tensor(s.labelOf, at::kLong).to(s.device), control,
+                                                           options);
   DeTable t;
   for (int64_t i = 0; i < int64_t(labels.size()); ++i)
     if (i != control) t.targets.push_back(labels[i]);
@@ -306,35 +318,128 @@ std::map<std::string, Column> bulkMetrics(const Side& real, const Side& pred, co
   return out;
 }
 
+// Rows per GEMM tile. Every product is a [kTile, genes] block times a [kTile or n_control, genes]
+// block, so oneDNN builds its kernels for two shapes only (a new shape costs ~4 ms of JIT, which
+// per-label shapes paid hundreds of times).
+constexpr int64_t kTile = 128;
+
+// One label's cells for the energy distances: float32 coordinates centred on the file's control
+// mean (distances do not change, but |x|^2 + |y|^2 - 2 x.y cancels far less when the norms are the
+// size of the distances instead of the size of the expression values) and their squared norms. The
+// rows are padded with zero rows to whole tiles; pairs with a padding row are never summed.
+struct Cells {
+  at::Tensor x;      // [n rounded up to kTile, genes] float32, CPU, contiguous
+  at::Tensor norms;  // [n] float64
+  int64_t n = 0;
+  int64_t padded() const { return x.size(0); }
+};
+
+// The cells of `rows`, densified from the CSR minus `centre` in one pass.
+Cells centredCells(const data::CsrMatrix& x, const std::vector<int64_t>& rows, const std::vector<double>& centre) {
+  const int64_t n = int64_t(rows.size()), genes = x.cols;
+  std::vector<float> zeroRow(static_cast<size_t>(genes));  // a row with no entries, centred
+  for (int64_t g = 0; g < genes; ++g) zeroRow[size_t(g)] = float(-centre[size_t(g)]);
+  Cells c{at::zeros({(n + kTile - 1) / kTile * kTile, genes}, at::kFloat), at::empty({n}, at::kDouble), n};
+  float* out = c.x.data_ptr<float>();
+  double* norms = c.norms.data_ptr<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = out + i * genes;
+    std::copy(zeroRow.begin(), zeroRow.end(), row);
+    const int64_t r = rows[size_t(i)];
+    for (int64_t k = x.indptr[r]; k < x.indptr[r + 1]; ++k)
+      row[x.indices[k]] = float(double(x.data[k]) - centre[size_t(x.indices[k])]);
+    double norm = 0.0;
+    for (int64_t g = 0; g < genes; ++g) norm += double(row[g]) * double(row[g]);
+    norms[i] = norm;
+  }
+  return c;
+}
+
+// a [n, genes] . b [m, genes]^T -> [n, m] float32 on the CPU. On the CPU it goes through oneDNN's fp32
+// GEMM (at::mkldnn_linear): MKL's sgemm takes its AVX2 kernels on AMD CPUs where oneDNN's JIT takes
+// AVX-512 (measured 2x on this machine's EPYC); both accumulate in float32.
+at::Tensor dotProducts(const at::Tensor& a, const at::Tensor& b, const c10::Device& device) {
+  if (!device.is_cpu()) return a.to(device).matmul(b.to(device).t()).cpu();  // [n, m]
+  if (!at::hasMKLDNN()) return a.matmul(b.t());
+  return at::mkldnn_linear(a.to_mkldnn(), b).to_dense();  // [n, m]
+}
+
+// Sum of the Euclidean distances |a_i - b_j| over i in the tile [a0, a0 + kTile) and j in [b0, b1),
+// both limited to real rows, and with `same` (a and b the same cells) to j > i only:
+// |a|^2 + |b|^2 - 2 a.b with the product in float32 (one GEMM for the tile) and the rest in float64,
+// in one pass. The product's rounding, ~1e-7 sqrt(genes) |a| |b|, only matters for pairs much closer
+// than their norms: those with |a - b|^2 < 1e-2 (|a|^2 + |b|^2) are recomputed from the coordinates
+// in float64, so identical cells are exactly 0 apart.
+double sumDistances(const Cells& a, int64_t a0, const Cells& b, int64_t b0, int64_t b1, bool same,
+                    const c10::Device& device) {
+  constexpr double kNear = 1e-2;
+  const int64_t genes = a.x.size(1), m = b1 - b0;
+  const at::Tensor dots = dotProducts(a.x.slice(0, a0, a0 + kTile), b.x.slice(0, b0, b1), device).contiguous();  // [kTile, m]
+  const float* g = dots.const_data_ptr<float>();
+  const double *an = a.norms.const_data_ptr<double>(), *bn = b.norms.const_data_ptr<double>();
+  const float *ax = a.x.const_data_ptr<float>(), *bx = b.x.const_data_ptr<float>();
+  double sum = 0.0;
+  for (int64_t i = a0; i < std::min(a0 + kTile, a.n); ++i) {
+    const float* gi = g + (i - a0) * m;  // gi[j - b0]: the product of rows i and j
+    double rowSum = 0.0;
+    for (int64_t j = same ? std::max(b0, i + 1) : b0; j < std::min(b1, b.n); ++j) {
+      const double norms = an[i] + bn[j];
+      double sq = norms - 2.0 * double(gi[j - b0]);
+      if (sq < kNear * norms) {
+        const float *x = ax + i * genes, *y = bx + j * genes;
+        sq = 0.0;
+        for (int64_t k = 0; k < genes; ++k) sq += (double(x[k]) - double(y[k])) * (double(x[k]) - double(y[k]));
+      }
+      rowSum += std::sqrt(std::max(sq, 0.0));
+    }
+    sum += rowSum;
+  }
+  return sum;
+}
+
+// Mean of |x_i - y_j| over all n * m pairs.
+double meanCrossDistance(const Cells& x, const Cells& y, const c10::Device& device) {
+  double sum = 0.0;
+  for (int64_t a0 = 0; a0 < x.n; a0 += kTile) sum += sumDistances(x, a0, y, 0, y.padded(), false, device);
+  return sum / (double(x.n) * double(y.n));
+}
+
+// Mean of |x_i - x_j| over all n^2 ordered pairs, self-pairs (0) included, as the mean of sklearn's
+// pairwise_distances(x) with its zeroed diagonal: the pairs i < j (tiles on and above the diagonal),
+// counted twice.
+double meanSelfDistance(const Cells& x, const c10::Device& device) {
+  double sum = 0.0;
+  for (int64_t a0 = 0; a0 < x.n; a0 += kTile)
+    for (int64_t b0 = a0; b0 < x.n; b0 += kTile) sum += sumDistances(x, a0, x, b0, b0 + kTile, true, device);
+  return 2.0 * sum / (double(x.n) * double(x.n));
+}
+
 // edistance: Pearson over perturbations of the energy distances (V-statistic, euclidean) of each
 // perturbation's cells to its file's control cells; one value for all perturbations. As in cell-eval,
 // the control's mean self-distance is computed once per file and distances go through the matrix
-// product (sklearn's pairwise_distances), in float64.
-// Where one side's distances are equal up to rounding (|max - min| <= 1e-6 max|d|; the matrix
-// product leaves ~sqrt(eps) |x| of noise in each distance, ~1e-7 relative), the correlation is
-// undefined and NaN is returned. This happens when every perturbation gets the same predicted cells
-// (a cell-mean baseline): cell-eval then correlates rounding noise, chiefly from sklearn's
+// product (sklearn's pairwise_distances; here sumDistances). Each label's cells are densified from
+// the CSR when they are needed, so no [cells, genes] matrix is ever held.
+// Where one side's distances are equal up to rounding (|max - min| <= 1e-6 max|d|), the correlation
+// is undefined and NaN is returned. This happens when every perturbation gets the same predicted
+// cells (a cell-mean baseline): cell-eval then correlates rounding noise, chiefly from sklearn's
 // |x|^2 + |y|^2 - 2 x.y distances between identical cells (not exactly 0), and reports an arbitrary
 // number that no other implementation or BLAS reproduces.
 double pearsonEdistance(const Side& real, const Side& pred, const std::vector<int64_t>& perts, int64_t control,
                         int threads) {
   auto distances = [&](const Side& s) {
-    constexpr auto kMm = DistanceComputation::MatrixProduct;
-    auto cellsOf = [&](int64_t group) {  // [n, genes] float64
-      return s.cells.index_select(0, (s.groups == group).nonzero().squeeze(1)).to(at::kDouble);
-    };
-    const at::Tensor ctrl = cellsOf(control);
-    const double sigmaControl = meanPairwiseDistance(ctrl, ctrl, kMm);
+    const auto& ctrlRows = s.rows[size_t(control)];
+    std::vector<double> centre(size_t(s.x->cols), 0.0);  // the control's mean cell
+    for (int64_t r : ctrlRows)
+      for (int64_t k = s.x->indptr[r]; k < s.x->indptr[r + 1]; ++k) centre[size_t(s.x->indices[k])] += s.x->data[k];
+    for (double& v : centre) v /= double(ctrlRows.size());
+    const Cells ctrl = centredCells(*s.x, ctrlRows, centre);
+    const double sigmaControl = meanSelfDistance(ctrl, s.device);
     std::vector<double> d(perts.size());
-    auto distance = [&](size_t i) {
-      const at::Tensor x = cellsOf(perts[i]);
-      d[i] = 2.0 * meanPairwiseDistance(x, ctrl, kMm) - meanPairwiseDistance(x, x, kMm) - sigmaControl;
-    };
-    if (s.cells.is_cpu()) {  // one perturbation per thread, serial BLAS calls (eval/Parallel.h)
-      parallelFor(int64_t(perts.size()), threads, [&](int64_t i) { distance(size_t(i)); });
-    } else {
-      for (size_t i = 0; i < perts.size(); ++i) distance(i);
-    }
+    // One perturbation per thread, each GEMM on its own thread (eval/Parallel.h).
+    parallelFor(int64_t(perts.size()), threads, [&](int64_t i) {
+      const Cells x = centredCells(*s.x, s.rows[size_t(perts[size_t(i)])], centre);
+      d[size_t(i)] = 2.0 * meanCrossDistance(x, ctrl, s.device) - meanSelfDistance(x, s.device) - sigmaControl;
+    });
     return d;
   };
   auto nearlyConstant = [](const std::vector<double>& d) {
@@ -434,7 +539,7 @@ std::string csvNumber(double v) { return formatFloat(v); }
 
 bool toCellEvalLogSpace(data::CsrMatrix& x, const std::string& which, const std::string& source) {
   if (looksLogNormalised(x, which, source)) return false;
-  x = data::log1p(data::normalizeTotal(x));  // sc.pp.normalize_total to the median, then log1p
+  data::normalizeTotalLog1pInPlace(x);  // sc.pp.normalize_total to the median, then log1p
   return true;
 }
 
@@ -495,12 +600,14 @@ CellEvalProfile parseCellEvalProfile(const std::string& name) {
 
 CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const CellEvalOptions& options) {
   CellEvalReport report;
+  StageLog stages("cell-eval");
   // _build_anndata_pair: real is checked and normalised before pred is looked at (so its errors win).
   parallelFor(2, options.threads, [&](int64_t side) {  // side 0 first: its errors win
     if (side == 0) report.realNormalised = toCellEvalLogSpace(real.x, "real", real.source);
     else report.predNormalised = toCellEvalLogSpace(pred.x, "pred", pred.source);
   });
   checkPair(real, pred, options.controlPert);
+  stages.lap("checks and log1p");
 
   const std::vector<std::string> labels = sortedUnique(real.perturbations);
   const int64_t control = std::lower_bound(labels.begin(), labels.end(), options.controlPert) - labels.begin();
@@ -512,6 +619,7 @@ CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const Cell
   parallelFor(2, options.threads, [&](int64_t side) {
     (side == 0 ? r : p) = prepare(side == 0 ? real : pred, labels, options.device);
   });
+  stages.lap("dense cells and pseudobulks");
   const std::vector<std::string> columns = profileColumns(options.profile);
   auto wants = [&](const std::vector<std::string>& group) {
     return std::any_of(columns.begin(), columns.end(),
@@ -522,13 +630,17 @@ CellEvalReport evaluateCellEval(CellEvalData real, CellEvalData pred, const Cell
   if (options.profile != CellEvalProfile::Pds) {  // cell-eval writes the DE tables for every other profile
     report.realDe = runDe(r, labels, control, real.genes, real.categories, options.threads);
     report.predDe = runDe(p, labels, control, pred.genes, pred.categories, options.threads);
+    stages.lap("differential expression");
     if (wants(kDeMetrics)) values.merge(deMetrics(view(*report.realDe), view(*report.predDe)));
+    stages.lap("DE metrics");
   }
   if (wants(kAnndataMetrics)) values.merge(bulkMetrics(r, p, perts, control, labels, real.genes));
+  stages.lap("pseudobulk metrics");
   // scipy's pearsonr raises for fewer than 2 perturbations; cell-eval then drops the metric.
   const bool edistance = std::find(columns.begin(), columns.end(), "pearson_edistance") != columns.end();
   if (edistance && perts.size() >= 2)
     values["pearson_edistance"] = Column(perts.size(), pearsonEdistance(r, p, perts, control, options.threads));
+  stages.lap("pearson_edistance");
   if (options.profile == CellEvalProfile::Full || options.profile == CellEvalProfile::Anndata)
     report.omitted.push_back("clustering_agreement");
 

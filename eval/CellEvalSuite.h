@@ -2,9 +2,10 @@
 // metrics, results.csv / agg_results.csv layout and pdex DE tables, so that numbers computed here
 // can be quoted as cell-eval numbers (notes sec. 6; tests/test_cell_eval.cpp compares with the CLI).
 //
-// Heavy work (densified cells, pseudobulks, DE through eval/DifferentialExpression, energy
-// distances) runs on tensors on the chosen device; the per-perturbation scores are then small
-// [perturbations, genes] tables reduced on the host. cell-eval's conventions are kept where they
+// Heavy work (pseudobulks, DE through eval/DifferentialExpression, energy distances) reads the
+// log1p CSR; no [cells, genes] matrix is densified whole (DE sweeps the CSR on the CPU, energy
+// distances densify one label's cells at a time on the chosen device). The per-perturbation scores
+// are then small [perturbations, genes] tables reduced on the host. cell-eval's conventions are kept where they
 // change numbers: pseudobulks are float32 means, DE columns are cast to float32 before thresholding
 // (fdr < 0.05) and sorting by |log2FC| (ties by gene order), discrimination ranks are stable,
 // aggregates are polars' describe (nearest-rank quantiles, NaN sorted last).

@@ -21,7 +21,11 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <array>
+#include <climits>
+#include <cstring>
+#include <numeric>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -114,6 +118,27 @@ at::Tensor preMean(const at::Tensor& values, bool isLog1p) {
 
 at::Tensor nanToZero(const at::Tensor& t) { return at::where(at::isnan(t), 0.0, t); }
 
+// pdex's fold changes from the means, and BH over each target's p-values.
+void addFoldChangesAndFdr(DeResult& result, const DeOptions& options) {
+  const at::Tensor& t = result.targetMean;                 // [targets, genes]
+  const at::Tensor r = result.referenceMean.unsqueeze(0);  // [1, genes]
+  result.log2FoldChange = nanToZero(at::log2((t + options.epsilon) / (r + options.epsilon)));
+  result.percentChange = nanToZero((t - r) / (r + options.epsilon));
+  result.fdr = benjaminiHochberg(result.pValue);
+}
+
+// U and p from the exact integers 2U (target group) and sum(t^3 - t) over the pooled tie blocks:
+// numba_mwu's _mwu_stats_from_rank_sum, operation for operation. twiceU, ties: any shape, int64.
+MannWhitneyResult mannWhitneyFromCounts(const at::Tensor& twiceU, const at::Tensor& ties, int64_t n1, int64_t n2) {
+  const double n1d = double(n1), n2d = double(n2), n = n1d + n2d;
+  at::Tensor u1 = twiceU.to(at::kDouble) * 0.5;    // U of the target group
+  at::Tensor u = at::maximum(u1, n1d * n2d - u1);  // two-sided: the larger U
+  at::Tensor sSq = (n1d * n2d / 12.0) * ((n + 1.0) - ties.to(at::kDouble) / (n * (n - 1.0)));
+  at::Tensor z = ((u - n1d * n2d / 2.0) - 0.5) / sSq.sqrt();
+  at::Tensor p = at::where(sSq > 0.0, at::erfc(z / std::sqrt(2.0)).clamp(0.0, 1.0), 1.0);
+  return {u1, p};
+}
+
 }  // namespace
 
 MannWhitneyReference::MannWhitneyReference(const at::Tensor& reference) {
@@ -159,14 +184,7 @@ MannWhitneyResult MannWhitneyReference::test(const at::Tensor& target) const {
   at::Tensor ties = (ties_ + cubeMinus(zt) + 3 * zeros_ * zt * (zeros_ + zt))
                         .index_add_(0, gene, b * b - 1 + 3 * a * (a + b));  // [genes]
 
-  // numba_mwu's _mwu_stats_from_rank_sum, operation for operation.
-  const double n1d = double(n1), n2d = double(n2), n = n1d + n2d;
-  at::Tensor u1 = twiceU.to(at::kDouble) * 0.5;         // [genes]
-  at::Tensor u = at::maximum(u1, n1d * n2d - u1);       // two-sided: the larger U
-  at::Tensor sSq = (n1d * n2d / 12.0) * ((n + 1.0) - ties.to(at::kDouble) / (n * (n - 1.0)));
-  at::Tensor z = ((u - n1d * n2d / 2.0) - 0.5) / sSq.sqrt();
-  at::Tensor p = at::where(sSq > 0.0, at::erfc(z / std::sqrt(2.0)).clamp(0.0, 1.0), 1.0);
-  return {u1, p};
+  return mannWhitneyFromCounts(twiceU, ties, n1, n2);
 }
 
 at::Tensor benjaminiHochberg(const at::Tensor& p) {
@@ -249,13 +267,221 @@ DeResult differentialExpression(const at::Tensor& x, const at::Tensor& groups, i
   result.referenceMembership = controlValues.size(0);
   result.referenceMean = at::expm1(preMean(controlValues, options.isLog1p));  // [genes]
   result.targetMean = at::expm1(table(pre));                                  // [targets, genes]
-  const at::Tensor& t = result.targetMean;
-  const at::Tensor r = result.referenceMean.unsqueeze(0);                     // [1, genes]
-  result.log2FoldChange = nanToZero(at::log2((t + options.epsilon) / (r + options.epsilon)));
-  result.percentChange = nanToZero((t - r) / (r + options.epsilon));
   result.statistic = table(statistic);
   result.pValue = table(pValue);
-  result.fdr = benjaminiHochberg(result.pValue);
+  addFoldChangesAndFdr(result, options);
+  return result;
+}
+
+namespace {
+
+// Sorts keys by their high 32 bits (the value code; the group in the low bits may end in any order):
+// LSD radix sort, 8 bits a pass, skipping the passes where every key has the same digit (log1p values
+// share their top exponent bits). scratch is resized as needed.
+void sortByValue(uint64_t* begin, uint64_t* end, std::vector<uint64_t>& scratch) {
+  const size_t n = size_t(end - begin);
+  if (n < 64) {
+    std::sort(begin, end, [](uint64_t a, uint64_t b) { return (a >> 32) < (b >> 32); });
+    return;
+  }
+  scratch.resize(n);
+  uint64_t *from = begin, *to = scratch.data();
+  for (int shift = 32; shift < 64; shift += 8) {
+    size_t count[257] = {};
+    for (size_t i = 0; i < n; ++i) ++count[((from[i] >> shift) & 0xFF) + 1];
+    if (count[((from[0] >> shift) & 0xFF) + 1] == n) continue;  // one digit: the pass would not move a key
+    for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
+    for (size_t i = 0; i < n; ++i) to[count[(from[i] >> shift) & 0xFF]++] = from[i];
+    std::swap(from, to);
+  }
+  if (from != begin) std::copy(from, from + n, begin);
+}
+
+}  // namespace
+
+// The sparse engine. Per gene, the nonzero entries become uint64 keys (order-preserving float32
+// code << 32 | group), sorted; a sweep over the blocks of equal value then adds, for every target
+// with a entries in a block holding c control entries and cb control entries below it,
+// a (2 cb + c) to 2U and (a + c)^3 - (a + c) - (c^3 - c) to its tie term on top of the control's own
+// tie total. The zero block (between negatives and positives) holds every group's zeros.
+DeResult differentialExpressionSparse(const data::CsrMatrix& x, const std::vector<int64_t>& groups, int64_t control,
+                                      const DeOptions& options) {
+  if (int64_t(groups.size()) != x.rows)
+    throw std::invalid_argument("differentialExpressionSparse: groups must have one id per cell (" +
+                                std::to_string(x.rows) + "), got " + std::to_string(groups.size()));
+  if (options.epsilon < 0.0)
+    throw std::invalid_argument("differentialExpressionSparse: epsilon must be non-negative");
+  if (x.cols >= INT32_MAX) throw std::invalid_argument("differentialExpressionSparse: more than 2^31 genes");
+  for (float v : x.data)
+    if (std::isnan(v)) throw std::invalid_argument("differentialExpressionSparse: expression values contain NaN");
+
+  // Groups: ids >= 0 in ascending order; k indexes them.
+  std::vector<int64_t> ids;
+  for (int64_t g : groups)
+    if (g >= 0) ids.push_back(g);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  const auto controlIt = std::lower_bound(ids.begin(), ids.end(), control);
+  if (control < 0 || controlIt == ids.end() || *controlIt != control)
+    throw std::invalid_argument("differentialExpressionSparse: control group " + std::to_string(control) +
+                                " has no cells");
+  const int64_t nGroups = int64_t(ids.size()), kc = controlIt - ids.begin(), genes = x.cols;
+  std::vector<int32_t> groupOf(size_t(x.rows), -1);  // row -> k
+  std::vector<int64_t> groupSize(size_t(nGroups), 0);
+  for (int64_t r = 0; r < x.rows; ++r) {
+    if (groups[size_t(r)] < 0) continue;
+    groupOf[size_t(r)] = int32_t(std::lower_bound(ids.begin(), ids.end(), groups[size_t(r)]) - ids.begin());
+    ++groupSize[size_t(groupOf[size_t(r)])];
+  }
+  const int64_t n2 = groupSize[size_t(kc)];
+  for (int64_t k = 0; k < nGroups; ++k)
+    if (k != kc && groupSize[size_t(k)] + n2 > kMaxPooledCells)
+      throw std::invalid_argument("differentialExpressionSparse: " + std::to_string(groupSize[size_t(k)] + n2) +
+                                  " pooled cells exceed the exact-arithmetic limit of " +
+                                  std::to_string(kMaxPooledCells) + "; subsample the groups");
+
+  // Per (group, gene): the sums of the pseudobulk (log1p) values, 2U and the tie term beyond the
+  // control's own. Genes are cut into a few contiguous chunks (one work item each); a chunk gathers the
+  // keys of kGenesPerBlock genes at a time from the rows, each row's cursor moving on from where the
+  // previous block stopped (indices ascend within a row), so only a block's keys exist at a time and
+  // a row is searched once per chunk, not once per block.
+  at::Tensor sums = at::zeros({nGroups, genes}, at::kDouble);
+  at::Tensor twiceU = at::zeros({nGroups, genes}, at::kLong), ties = at::zeros({nGroups, genes}, at::kLong);
+  double* sump = sums.data_ptr<double>();
+  int64_t* twiceUp = twiceU.data_ptr<int64_t>();
+  int64_t* tiesp = ties.data_ptr<int64_t>();
+  constexpr int64_t kGenesPerBlock = 64;
+  constexpr uint64_t kZeroCode = 0x80000000u;
+  auto cube = [](int64_t t) { return t * t * t - t; };
+  const int64_t blocks = (genes + kGenesPerBlock - 1) / kGenesPerBlock;
+  const int64_t chunks = std::clamp<int64_t>(4 * int64_t(std::max(options.threads, 1)), 1, std::max<int64_t>(blocks, 1));
+  const int32_t* idx = x.indices.data();
+  const float* values = x.data.data();
+  // Keys per gene, from one sequential pass, so each block reads its rows' entries only once.
+  std::vector<int64_t> geneKeys(size_t(genes), 0);
+  for (int64_t r = 0; r < x.rows; ++r)
+    if (groupOf[size_t(r)] >= 0)
+      for (int64_t i = x.indptr[r]; i < x.indptr[r + 1]; ++i) geneKeys[size_t(idx[i])] += values[i] != 0.0f;
+  auto sweepChunk = [&](int64_t chunk) {
+    const int64_t b0 = chunk * blocks / chunks, b1 = (chunk + 1) * blocks / chunks;
+    std::vector<int64_t> cursor(size_t(x.rows));
+    for (int64_t r = 0; r < x.rows; ++r)
+      cursor[size_t(r)] = std::lower_bound(idx + x.indptr[r], idx + x.indptr[r + 1], int32_t(b0 * kGenesPerBlock)) - idx;
+    std::vector<int64_t> geneStart(static_cast<size_t>(kGenesPerBlock) + 1), fill(static_cast<size_t>(kGenesPerBlock));
+    std::vector<uint64_t> keys, scratch;
+    std::vector<int64_t> nonzero(static_cast<size_t>(nGroups)), inBlock(static_cast<size_t>(nGroups), 0);
+    std::vector<int32_t> touched;
+    for (int64_t geneBlock = b0; geneBlock < b1; ++geneBlock) {
+      const int64_t g0 = geneBlock * kGenesPerBlock, g1 = std::min(genes, g0 + kGenesPerBlock);
+      // Gather: each row's entries of genes [g0, g1), bucketed by gene. The rows' entries are far
+      // apart, so the ones a few rows ahead are prefetched.
+      geneStart[0] = 0;
+      for (int64_t g = g0; g < g1; ++g) geneStart[size_t(g - g0) + 1] = geneStart[size_t(g - g0)] + geneKeys[size_t(g)];
+      keys.resize(size_t(geneStart[size_t(g1 - g0)]));
+      std::copy(geneStart.begin(), geneStart.end() - 1, fill.begin());
+      constexpr int64_t kAhead = 8;
+      for (int64_t r = 0; r < x.rows; ++r) {
+        if (r + kAhead < x.rows) {
+          const int64_t ahead = cursor[size_t(r + kAhead)];
+          __builtin_prefetch(idx + ahead), __builtin_prefetch(idx + ahead + 16);
+          __builtin_prefetch(values + ahead), __builtin_prefetch(values + ahead + 16);
+        }
+        const int32_t k = groupOf[size_t(r)];
+        const int64_t rowEnd = x.indptr[r + 1];
+        int64_t i = cursor[size_t(r)];
+        if (k < 0) {
+          while (i < rowEnd && idx[i] < g1) ++i;
+        }
+        for (; i < rowEnd && idx[i] < g1; ++i) {
+          const float v = values[i];
+          if (v == 0.0f) continue;
+          const int32_t g = idx[i];
+          sump[int64_t(k) * genes + g] += options.isLog1p ? double(v) : std::log1p(double(v));
+          int32_t bits;
+          std::memcpy(&bits, &v, sizeof bits);
+          const uint32_t code = uint32_t(bits ^ ((bits >> 31) & 0x7FFFFFFF)) + 0x80000000u;  // order-preserving
+          keys[size_t(fill[size_t(g - g0)]++)] = uint64_t(code) << 32 | uint32_t(k);
+        }
+        cursor[size_t(r)] = i;
+      }
+      for (int64_t g = g0; g < g1; ++g) {
+        uint64_t* begin = keys.data() + geneStart[size_t(g - g0)];
+        uint64_t* end = keys.data() + geneStart[size_t(g - g0) + 1];
+        sortByValue(begin, end, scratch);
+        std::fill(nonzero.begin(), nonzero.end(), 0);
+        for (const uint64_t* k = begin; k != end; ++k) ++nonzero[size_t(uint32_t(*k))];
+        const int64_t controlZeros = n2 - nonzero[size_t(kc)];
+        int64_t controlBelow = 0, controlTies = cube(controlZeros);
+        bool zerosDone = false;
+        auto zeroBlock = [&] {  // every group's zeros tie with the control's
+          for (int64_t t = 0; t < nGroups; ++t) {
+            if (t == kc) continue;
+            const int64_t a = groupSize[size_t(t)] - nonzero[size_t(t)];
+            twiceUp[t * genes + g] += a * (2 * controlBelow + controlZeros);
+            tiesp[t * genes + g] += cube(a + controlZeros) - cube(controlZeros);
+          }
+          controlBelow += controlZeros;
+          zerosDone = true;
+        };
+        for (const uint64_t* block = begin; block != end;) {
+          const uint64_t code = *block >> 32;
+          if (!zerosDone && code > kZeroCode) zeroBlock();
+          const uint64_t* blockEnd = block;
+          int64_t c = 0;
+          for (; blockEnd != end && (*blockEnd >> 32) == code; ++blockEnd) {
+            const uint32_t k = uint32_t(*blockEnd);
+            if (k == uint32_t(kc)) {
+              ++c;
+            } else if (inBlock[k]++ == 0) {
+              touched.push_back(int32_t(k));
+            }
+          }
+          for (int32_t t : touched) {
+            const int64_t a = inBlock[size_t(t)];
+            twiceUp[t * genes + g] += a * (2 * controlBelow + c);
+            tiesp[t * genes + g] += cube(a + c) - cube(c);
+            inBlock[size_t(t)] = 0;
+          }
+          touched.clear();
+          controlTies += cube(c);
+          controlBelow += c;
+          block = blockEnd;
+        }
+        if (!zerosDone) zeroBlock();
+        for (int64_t t = 0; t < nGroups; ++t) tiesp[t * genes + g] += controlTies;
+      }
+    }
+  };
+  parallelFor(chunks, options.threads, sweepChunk);
+
+  std::vector<int64_t> targetRows, targets, memberships;
+  for (int64_t k = 0; k < nGroups; ++k) {
+    if (k == kc) continue;
+    targetRows.push_back(k);
+    targets.push_back(ids[size_t(k)]);
+    memberships.push_back(groupSize[size_t(k)]);
+  }
+  const at::Tensor rows = at::tensor(targetRows, at::kLong);
+  const at::Tensor n1 = at::tensor(memberships, at::kLong).to(at::kDouble).unsqueeze(1);  // [targets, 1]
+  DeResult result;
+  result.targets = at::tensor(targets, at::kLong);
+  result.targetMembership = at::tensor(memberships, at::kLong);
+  result.referenceMembership = n2;
+  result.referenceMean = at::expm1(sums[kc] / double(n2));                     // [genes]
+  result.targetMean = at::expm1(sums.index_select(0, rows) / n1);              // [targets, genes]
+  std::vector<at::Tensor> statistic, pValue;
+  for (size_t t = 0; t < targetRows.size(); ++t) {
+    const MannWhitneyResult test =
+        mannWhitneyFromCounts(twiceU[targetRows[t]], ties[targetRows[t]], memberships[t], n2);
+    statistic.push_back(test.statistic);
+    pValue.push_back(test.pValue);
+  }
+  auto table = [&](const std::vector<at::Tensor>& r) {
+    return r.empty() ? at::empty({0, genes}, at::kDouble) : at::stack(r);
+  };
+  result.statistic = table(statistic);
+  result.pValue = table(pValue);
+  addFoldChangesAndFdr(result, options);
   return result;
 }
 

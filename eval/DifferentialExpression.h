@@ -17,6 +17,8 @@
 // values are rejected (pdex raises on them too).
 #pragma once
 
+#include "data/AnnData.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <array>
@@ -90,5 +92,14 @@ struct DeResult {
 // Targets come out in ascending id order: give ids in sorted label order to reproduce pdex's rows.
 DeResult differentialExpression(const at::Tensor& x, const at::Tensor& groups, int64_t control,
                                 const DeOptions& options = {});
+
+// The same tables from CSR rows on the CPU, never densified: x's nonzero entries are gathered per
+// gene with their group and sorted once, and one sweep over a gene's sorted values gives every
+// target's U and tie term against the control at once (the control's entries below a value are a
+// running count; all zeros form one tie block per gene, handled in closed form). O(nnz log nnz_gene
+// + targets * genes), spread over `options.threads` threads by gene. groups: one id per row (negative
+// = left out). Results equal differentialExpression's (same integers, same float64 formulas).
+DeResult differentialExpressionSparse(const data::CsrMatrix& x, const std::vector<int64_t>& groups,
+                                      int64_t control, const DeOptions& options = {});
 
 }  // namespace latentcell::eval

@@ -127,25 +127,79 @@ void checkFeatures(const at::Tensor& x, const char* what, const char* name) {
     throw std::invalid_argument(std::string(what) + ": " + name + " must be a 2-D [cells, features] tensor");
 }
 
-at::Tensor finiteBlock(const at::Tensor& x, int64_t start, const char* what) {  // [<= block, d] float64
-  at::Tensor b = x.slice(0, start, start + kPcaBlockRows).to(at::kDouble);
+at::Tensor finiteBlock(const RowBlocks& rows, int64_t start, int64_t cells, const char* what) {  // [<= block, d] float64
+  at::Tensor b = rows(start, std::min(cells, start + kPcaBlockRows)).to(at::kDouble);
   if (!at::isfinite(b).all().item<bool>())
     throw std::invalid_argument(std::string(what) + ": the cells have NaN or infinite values");
   return b;
 }
 
+RowBlocks slices(const at::Tensor& x) {
+  return [&x](int64_t start, int64_t end) { return x.slice(0, start, end); };
+}
+
 at::Tensor Pca::transform(const at::Tensor& x) const {
-  if (!mean.defined()) throw std::logic_error("Pca::transform: the PCA has not been fitted");
   checkFeatures(x, "Pca::transform", "x");
-  if (x.size(1) != mean.size(0))
+  if (x.size(1) != (mean.defined() ? mean.size(0) : x.size(1)))
     throw std::invalid_argument("Pca::transform: x has " + std::to_string(x.size(1)) +
                                 " features but the PCA was fitted on " +
                                 std::to_string(mean.size(0)));
-  const at::Tensor mu = mean.to(x.device()), loadings = components.to(x.device()).t();  // [d], [d, k]
+  return transform(x.size(0), slices(x));
+}
+
+at::Tensor Pca::transform(int64_t cells, const RowBlocks& rows) const {
+  if (!mean.defined()) throw std::logic_error("Pca::transform: the PCA has not been fitted");
   std::vector<at::Tensor> parts;
-  for (int64_t start = 0; start < x.size(0); start += kPcaBlockRows)
-    parts.push_back((finiteBlock(x, start, "Pca::transform") - mu).matmul(loadings));  // [block, k]
-  return parts.empty() ? at::empty({0, components.size(0)}, mu.options()) : at::cat(parts);  // [cells, k]
+  for (int64_t start = 0; start < cells; start += kPcaBlockRows) {
+    const at::Tensor block = finiteBlock(rows, start, cells, "Pca::transform");  // [block, d]
+    if (block.size(1) != mean.size(0))
+      throw std::invalid_argument("Pca::transform: the cells have " + std::to_string(block.size(1)) +
+                                  " features but the PCA was fitted on " + std::to_string(mean.size(0)));
+    const at::Tensor mu = mean.to(block.device()), loadings = components.to(block.device()).t();  // [d], [d, k]
+    parts.push_back((block - mu).matmul(loadings));  // [block, k]
+  }
+  return parts.empty() ? at::empty({0, components.size(0)}, mean.options()) : at::cat(parts);  // [cells, k]
+}
+
+namespace {
+
+// svd_flip(u_based_decision=False): make each row's largest-magnitude entry positive. A zero
+// row keeps sign +1 (sklearn would zero it; that only happens for rank-deficient data).
+at::Tensor flipSigns(const at::Tensor& v) {  // [k, d]
+  at::Tensor pivot = v.gather(1, v.abs().argmax(1, /*keepdim=*/true));  // [k, 1]
+  return at::where(pivot < 0, -v, v);
+}
+
+}  // namespace
+
+Pca fitPcaCovariance(int64_t n, int64_t d, const RowBlocks& rows, int64_t k, int threads) {
+  if (n < 2) throw std::invalid_argument("fitPca: real needs at least 2 cells, got " + std::to_string(n));
+  if (k < 1 || k > std::min(n, d))
+    throw std::invalid_argument("fitPca: k = " + std::to_string(k) + " must be in [1, " +
+                                std::to_string(std::min(n, d)) + "] for " + std::to_string(n) + " x " +
+                                std::to_string(d) + " data");
+  // Mean, then the centred Gram matrix, both summed over row blocks (in parallel on the CPU).
+  const int64_t blocks = (n + kPcaBlockRows - 1) / kPcaBlockRows;
+  at::Tensor sum;  // [d] float64 on the blocks' device
+  for (int64_t b = 0; b < blocks; ++b) {
+    const at::Tensor part = finiteBlock(rows, b * kPcaBlockRows, n, "fitPca").sum(0);
+    sum = sum.defined() ? sum + part : part;
+  }
+  Pca pca;
+  pca.mean = sum / double(n);  // [d]
+  at::Tensor gram = at::zeros({d, d}, sum.options());
+  std::mutex gramMutex;
+  auto addBlock = [&](int64_t b) {
+    const at::Tensor c = finiteBlock(rows, b * kPcaBlockRows, n, "fitPca") - pca.mean;  // [block, d]
+    const at::Tensor part = c.t().matmul(c);                                              // [d, d]
+    const std::lock_guard<std::mutex> lock(gramMutex);
+    gram += part;
+  };
+  parallelFor(blocks, sum.is_cpu() ? threads : 1, addBlock);
+  auto [values, vectors] = at::linalg_eigh((gram + gram.t()) * 0.5);  // ascending
+  pca.components = flipSigns(vectors.flip(1).slice(1, 0, k).t());     // [k, d]
+  pca.explainedVariance = values.flip(0).slice(0, 0, k).clamp_min(0.0) / double(n - 1);  // [k]
+  return pca;
 }
 
 Pca fitPca(const at::Tensor& real, int64_t k, PcaSolver solver, int threads) {
@@ -159,38 +213,13 @@ Pca fitPca(const at::Tensor& real, int64_t k, PcaSolver solver, int threads) {
                                 " x " + std::to_string(d) + " data");
   if (solver == PcaSolver::Auto)
     solver = n >= 2 * d && d >= 256 ? PcaSolver::CovarianceEigh : PcaSolver::Svd;
+  if (solver == PcaSolver::CovarianceEigh) return fitPcaCovariance(n, d, slices(real), k, threads);
   Pca pca;
-  at::Tensor v, variance;  // [k, d], [k]
-  if (solver == PcaSolver::Svd) {
-    const at::Tensor x = asCells(real, "fitPca", "real", 2);
-    pca.mean = x.mean(0);  // [d]
-    auto [u, s, vh] = at::linalg_svd(x - pca.mean, /*full_matrices=*/false);
-    v = vh.slice(0, 0, k);
-    variance = s.slice(0, 0, k).square() / double(n - 1);
-  } else {
-    // Mean, then the centred Gram matrix, both summed over row blocks (in parallel on the CPU).
-    const int64_t blocks = (n + kPcaBlockRows - 1) / kPcaBlockRows;
-    at::Tensor sum = at::zeros({d}, real.options().dtype(at::kDouble));
-    for (int64_t b = 0; b < blocks; ++b) sum += finiteBlock(real, b * kPcaBlockRows, "fitPca").sum(0);
-    pca.mean = sum / double(n);  // [d]
-    at::Tensor gram = at::zeros({d, d}, sum.options());
-    std::mutex gramMutex;
-    auto addBlock = [&](int64_t b) {
-      const at::Tensor c = finiteBlock(real, b * kPcaBlockRows, "fitPca") - pca.mean;  // [block, d]
-      const at::Tensor part = c.t().matmul(c);                                           // [d, d]
-      const std::lock_guard<std::mutex> lock(gramMutex);
-      gram += part;
-    };
-    parallelFor(blocks, real.is_cpu() ? threads : 1, addBlock);
-    auto [values, vectors] = at::linalg_eigh((gram + gram.t()) * 0.5);  // ascending
-    v = vectors.flip(1).slice(1, 0, k).t();                              // [k, d]
-    variance = values.flip(0).slice(0, 0, k).clamp_min(0.0) / double(n - 1);
-  }
-  // svd_flip(u_based_decision=False): make each row's largest-magnitude entry positive. A zero
-  // row keeps sign +1 (sklearn would zero it; that only happens for rank-deficient data).
-  at::Tensor pivot = v.gather(1, v.abs().argmax(1, /*keepdim=*/true));  // [k, 1]
-  pca.components = at::where(pivot < 0, -v, v);                         // [k, d]
-  pca.explainedVariance = variance;  // [k]
+  const at::Tensor x = asCells(real, "fitPca", "real", 2);
+  pca.mean = x.mean(0);  // [d]
+  auto [u, s, vh] = at::linalg_svd(x - pca.mean, /*full_matrices=*/false);
+  pca.components = flipSigns(vh.slice(0, 0, k));                          // [k, d]
+  pca.explainedVariance = s.slice(0, 0, k).square() / double(n - 1);     // [k]
   return pca;
 }
 

@@ -13,6 +13,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace latentcell::eval {
@@ -25,7 +26,13 @@ struct Pca {
 
   // (x - mean) @ components^T in float64 on x's device, a row block at a time: [cells, features] -> [cells, k].
   at::Tensor transform(const at::Tensor& x) const;
+  // The same for cells produced a row block at a time (see RowBlocks), on the blocks' device.
+  at::Tensor transform(int64_t cells, const std::function<at::Tensor(int64_t, int64_t)>& rows) const;
 };
+
+// rows(start, end): the cells [start, end) as a [end - start, features] tensor of any floating dtype,
+// e.g. densified from CSR, so that a large sparse matrix is never held dense whole.
+using RowBlocks = std::function<at::Tensor(int64_t start, int64_t end)>;
 
 // How fitPca finds the components. Svd: thin SVD of the centred matrix (exact, but O(cells *
 // features^2) with a large constant: ~90 s for 50k x 2000 on one core). CovarianceEigh: symmetric
@@ -41,6 +48,9 @@ enum class PcaSolver { Auto, Svd, CovarianceEigh };
 // CovarianceEigh reads `real` in float64 row blocks (never a whole float64 copy) and, on the CPU,
 // sums the blocks' Gram matrices on `threads` threads (eval/Parallel.h).
 Pca fitPca(const at::Tensor& real, int64_t k, PcaSolver solver = PcaSolver::Auto, int threads = 0);
+// The CovarianceEigh solver on `cells` rows read through `rows` (each block read twice: mean, then
+// Gram matrix), summing the blocks on `threads` threads when they are on the CPU.
+Pca fitPcaCovariance(int64_t cells, int64_t features, const RowBlocks& rows, int64_t k, int threads = 0);
 
 // Exact optimal transport cost between uniform empirical measures on the rows and columns of
 // `cost` ([n, m], finite): min over couplings with marginals 1/n, 1/m of sum P_ij cost_ij, as

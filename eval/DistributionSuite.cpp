@@ -8,6 +8,7 @@
 #include "eval/CellEvalSuite.h"
 #include "eval/DistributionMetrics.h"
 #include "eval/Parallel.h"
+#include "eval/StageLog.h"
 
 #include <ATen/ATen.h>
 
@@ -16,6 +17,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <random>
 #include <stdexcept>
 #include <utility>
@@ -60,7 +62,8 @@ std::vector<int64_t> subsample(std::vector<int64_t> rows, int64_t cap, uint64_t 
 // Step 2: counts -> normalize_total(target) + log1p; log1p input as is. Returns whether it normalised.
 bool toLog1p(data::CsrMatrix& x, double targetSum, const std::string& which, const std::string& source) {
   if (looksLogNormalised(x, which, source)) return false;
-  x = data::log1p(data::normalizeTotal(x, targetSum));
+  data::normalizeTotalInPlace(x, targetSum);
+  data::log1pInPlace(x);
   return true;
 }
 
@@ -74,7 +77,7 @@ double nanMean(const std::vector<DistributionRow>& rows, double DistributionRow:
 
 }  // namespace
 
-DistributionReport evaluateDistribution(const data::AnnData& real, const data::AnnData& pred,
+DistributionReport evaluateDistribution(data::AnnData real, data::AnnData pred,
                                         const DistributionOptions& o) {
   const auto& genes = real.var.index;
   if (genes != pred.var.index) {
@@ -97,7 +100,8 @@ DistributionReport evaluateDistribution(const data::AnnData& real, const data::A
                                 o.controlPert + "'");
 
   DistributionReport report;
-  data::CsrMatrix realX = real.X, predX = pred.X;
+  StageLog stages("distribution");
+  data::CsrMatrix realX = std::move(real.X), predX = std::move(pred.X);
   // Step 1 on the counts, before they are normalised.
   const bool realCounts = !looksLogNormalised(realX, "real", real.source);
   std::vector<int64_t> columns;
@@ -115,15 +119,28 @@ DistributionReport evaluateDistribution(const data::AnnData& real, const data::A
     if (report.hvgSelected) x = data::selectGenes(x, columns);
   });
   report.genes = realX.cols;
+  stages.lap("hvg and log1p");
 
   // Step 3: PCA on all real cells (control included), both sides projected.
   at::Tensor realPcs, predPcs;  // [cells, k] float64 on the device
   {
-    const at::Tensor realCells = data::denseRows(realX).to(o.device);  // [cells, genes]
-    report.components = std::min({o.components, realCells.size(0), realCells.size(1)});
-    const Pca pca = fitPca(realCells, report.components, PcaSolver::Auto, o.threads);
-    realPcs = pca.transform(realCells);
-    predPcs = pca.transform(data::denseRows(predX).to(o.device));
+    // Row blocks densified from the CSR as the PCA reads them: no [cells, genes] matrix is held.
+    auto blocksOf = [&](const data::CsrMatrix& x) -> RowBlocks {
+      return [&x, &o](int64_t start, int64_t end) {
+        std::vector<int64_t> rows(size_t(end - start));
+        std::iota(rows.begin(), rows.end(), start);
+        return data::denseRows(x, rows).to(o.device);  // [end - start, genes]
+      };
+    };
+    report.components = std::min({o.components, realX.rows, realX.cols});
+    const bool covariance = realX.rows >= 2 * realX.cols && realX.cols >= 256;  // fitPca's Auto rule
+    const Pca pca = covariance ? fitPcaCovariance(realX.rows, realX.cols, blocksOf(realX), report.components,
+                                                  o.threads)
+                               : fitPca(data::denseRows(realX).to(o.device), report.components, PcaSolver::Svd);
+    stages.lap("pca fit");
+    realPcs = pca.transform(realX.rows, blocksOf(realX));
+    predPcs = pca.transform(predX.rows, blocksOf(predX));
+    stages.lap("pca transform");
   }
 
   // Step 4, one condition per thread on the CPU (the transport solver is serial anyway).
@@ -160,6 +177,7 @@ DistributionReport evaluateDistribution(const data::AnnData& real, const data::A
   } else {
     for (size_t i = 0; i < conditions.size(); ++i) measure(i);
   }
+  stages.lap("per-condition metrics");
 
   // Step 5.
   DistributionRow& m = report.mean;

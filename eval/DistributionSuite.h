@@ -64,7 +64,9 @@ struct DistributionReport {
 
 // Runs the protocol; invalid_argument (one line) for different var_names, a condition of real without
 // predicted cells (or the reverse), or values that are neither counts nor log1p.
-DistributionReport evaluateDistribution(const data::AnnData& real, const data::AnnData& pred,
+// `real` and `pred` are taken by value: their X is normalised in place (pass them with std::move when
+// they are not needed afterwards, so that no second copy of a large matrix is made).
+DistributionReport evaluateDistribution(data::AnnData real, data::AnnData pred,
                                         const DistributionOptions& options);
 
 // distribution.csv: [celltype,]perturbation,n_real,n_pred,w1,w2,mmd2_rbf,mmd2_rbf_unbiased,fd; one row

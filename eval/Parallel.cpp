@@ -1,6 +1,8 @@
 // Coarse-grained parallel loops (see Parallel.h): std::threads pulling items from a shared counter.
 #include "eval/Parallel.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <atomic>
 #include <exception>
@@ -33,7 +35,12 @@ void parallelFor(int64_t n, int threads, const std::function<void(int64_t)>& bod
     }
   };
   std::vector<std::thread> pool;
-  for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  // A new thread starts with OpenMP's default team size; init_num_threads gives it ATen's (1 in
+  // `latentcell evaluate`), so oneDNN kernels called on it do not open teams of their own.
+  for (int64_t w = 1; w < workers; ++w) pool.emplace_back([&] {
+    at::init_num_threads();
+    work();
+  });
   work();
   for (auto& t : pool) t.join();
   if (error) std::rethrow_exception(error);

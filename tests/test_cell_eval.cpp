@@ -213,16 +213,22 @@ TEST_F(CellEvalTest, InputChecksFailWithOneLine) {
 // The same checks through the binary: non-zero exit and one line on stderr.
 TEST_F(CellEvalTest, CommandLine) {
   const std::string bin = LATENTCELL_BINARY;
-  auto run = [&](const std::string& pred, const std::string& control, const std::string& out) {
+  auto run = [&](const std::string& pred, const std::string& control, const std::string& out,
+                 const std::string& extra = "") {
     const std::string cmd = "'" + bin + "' evaluate --real '" + dir_->file("real.h5ad") + "' --pred '" +
                             dir_->file(pred) + "' --pert-col target --control-pert '" + control + "' --outdir '" +
-                            dir_->file(out) + "' --device cpu > '" + dir_->file("stdout") + "' 2> '" +
+                            dir_->file(out) + "' --device cpu " + extra + " > '" + dir_->file("stdout") + "' 2> '" +
                             dir_->file("stderr") + "'";
     return std::system(cmd.c_str());
   };
   ASSERT_EQ(run("pred.h5ad", "non-targeting", "cli"), 0);
   compareWithCellEval(dir_->file("cli"), dir_->file("ref"), "cli");
   EXPECT_TRUE(std::filesystem::exists(dir_->file("cli/summary.json")));
+  EXPECT_TRUE(std::filesystem::exists(dir_->file("cli/distribution.csv")));
+  // --no-distribution: exactly cell-eval's files.
+  ASSERT_EQ(run("pred.h5ad", "non-targeting", "cli_cell_eval_only", "--no-distribution"), 0);
+  compareWithCellEval(dir_->file("cli_cell_eval_only"), dir_->file("ref"), "cli --no-distribution");
+  EXPECT_FALSE(std::filesystem::exists(dir_->file("cli_cell_eval_only/distribution.csv")));
   for (const auto& [pred, control] : std::vector<std::pair<std::string, std::string>>{
            {"bad_var.h5ad", "non-targeting"}, {"bad_perts.h5ad", "non-targeting"},
            {"pred.h5ad", "no-such-control"}, {"bad_negative.h5ad", "non-targeting"},

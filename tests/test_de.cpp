@@ -174,6 +174,46 @@ TEST(DifferentialExpression, ThreadedTargetsMatchSerial) {
   EXPECT_TRUE(torch::equal(serial.log2FoldChange, parallel.log2FoldChange));
 }
 
+// The CSR engine gives the dense engine's tables: the same U and tie integers (so bit-equal statistic
+// and p-values) on values rich in ties, with negatives, -0.0, stored zeros, an all-zero gene, a gene
+// without zeros and left-out cells, serially and on several threads; its errors name the problem.
+TEST(DifferentialExpression, SparseMatchesDense) {
+  torch::manual_seed(5);
+  // 150 genes: several of the engine's gene blocks (64).
+  at::Tensor x = torch::log1p(torch::poisson(torch::full({400, 150}, 1.2, torch::kFloat)));  // ties, zeros
+  x.slice(1, 0, 5) *= -1.0;                    // negative values tie around the zero block
+  x.select(1, 5).zero_();                      // all zero
+  x.select(1, 6).fill_(2.5);                   // constant, no zeros
+  x.index_put_({0, 7}, -0.0f);                 // -0.0 is a zero
+  x.index_put_({399, 149}, 0.0f);              // stored explicitly below
+  at::Tensor groups = torch::randint(-1, 9, {400}, torch::kLong);
+  std::vector<std::vector<float>> rows(400);
+  for (int64_t r = 0; r < 400; ++r) rows[size_t(r)] = std::vector<float>(x[r].data_ptr<float>(), x[r].data_ptr<float>() + 150);
+  latentcell::data::CsrMatrix csr = latentcell::test::csrFromDense(rows);
+  csr.indices.push_back(149), csr.data.push_back(0.0f);  // a stored zero at the end of the last row
+  ++csr.indptr.back();
+  const std::vector<int64_t> ids(groups.data_ptr<int64_t>(), groups.data_ptr<int64_t>() + 400);
+  const DeResult dense = differentialExpression(x, groups, 3);
+  for (int threads : {1, 3}) {
+    DeOptions options;
+    options.threads = threads;
+    const DeResult sparse = differentialExpressionSparse(csr, ids, 3, options);
+    EXPECT_TRUE(torch::equal(dense.targets, sparse.targets));
+    EXPECT_TRUE(torch::equal(dense.targetMembership, sparse.targetMembership));
+    EXPECT_EQ(dense.referenceMembership, sparse.referenceMembership);
+    EXPECT_TRUE(torch::equal(dense.statistic, sparse.statistic));
+    EXPECT_TRUE(torch::equal(dense.pValue, sparse.pValue));
+    EXPECT_TRUE(torch::equal(dense.fdr, sparse.fdr));
+    EXPECT_LT(maxRelError(sparse.targetMean, dense.targetMean), 1e-13);
+    EXPECT_LT(maxRelError(sparse.referenceMean, dense.referenceMean), 1e-13);
+    EXPECT_LT(maxRelError(sparse.log2FoldChange, dense.log2FoldChange, 1e-12), 1e-11);
+  }
+  EXPECT_THROW(differentialExpressionSparse(csr, ids, 42), std::invalid_argument);  // no such control
+  EXPECT_THROW(differentialExpressionSparse(csr, {1, 2}, 3), std::invalid_argument);  // one id per row
+  csr.data[0] = NAN;
+  EXPECT_THROW(differentialExpressionSparse(csr, ids, 3), std::invalid_argument);
+}
+
 TEST(DifferentialExpression, CudaMatchesCpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   torch::manual_seed(0);

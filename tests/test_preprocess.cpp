@@ -79,6 +79,35 @@ TEST(Preprocess, LibrarySizesAndScanpysTwoMedianRules) {
   EXPECT_EQ(normalizeTotal(explicit_zero, 10.0).data[0], 0.0f);
 }
 
+TEST(Preprocess, FusedNormaliseLog1pEqualsTheTwoSteps) {
+  // Repeated small counts (served from the per-row cache, 63 the last cached), counts beyond it (64, 1000),
+  // non-integers (computed directly), an explicit zero and an all-zero cell:
+  // every value must be bit-identical to normalizeTotal followed by log1p.
+  const CsrMatrix m = csrFromDense({{1, 2, 1, 63, 0},
+                                    {0, 0, 0, 0, 0},
+                                    {64, 1000, 2.5f, 1, 1},
+                                    {3, 3, 0, 7, 0.5f},
+                                    {1, 1, 1, 1, 1}});
+  CsrMatrix explicit_zero = m;
+  explicit_zero.data[1] = 0.0f;
+  for (const CsrMatrix& x : {m, explicit_zero}) {
+    for (const std::optional<double> target : {std::optional<double>{}, std::optional<double>{1e4}}) {
+      const CsrMatrix expected = log1p(normalizeTotal(x, target));
+      CsrMatrix fused = x;
+      normalizeTotalLog1pInPlace(fused, target);
+      EXPECT_EQ(fused.indptr, expected.indptr);
+      ASSERT_EQ(fused.data.size(), expected.data.size());
+      for (size_t k = 0; k < fused.data.size(); ++k)
+        EXPECT_EQ(fused.data[k], expected.data[k]) << "entry " << k << " (count " << x.data[k] << ")";
+    }
+  }
+  EXPECT_NE(errorOf([&] {
+              CsrMatrix x = m;
+              normalizeTotalLog1pInPlace(x, 0.0);
+            }).find("target sum must be > 0"),
+            std::string::npos);
+}
+
 TEST(Preprocess, LoessReproducesQuadraticsAndFollowsSmoothTrends) {
   // A local quadratic fit is exact on a quadratic, and cubic Hermite interpolation of exact values
   // and slopes reproduces it between the vertices.

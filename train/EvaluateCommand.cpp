@@ -13,7 +13,9 @@
 #include "data/H5ad.h"
 #include "eval/CellEvalSuite.h"
 #include "eval/DistributionSuite.h"
+#include "eval/Parallel.h"
 #include "eval/ReconstructionSuite.h"
+#include "eval/StageLog.h"
 #include "train/Commands.h"
 
 #include <ATen/Parallel.h>
@@ -36,6 +38,7 @@ struct EvaluateArgs {
   std::string pred, real, pertCol = "target", controlPert = "non-targeting", celltypeCol, profile = "full";
   std::string outdir = "./cell-eval-outdir", device = "auto", predSpace = "auto";
   int threads = 0;
+  bool noDistribution = false;
   int64_t distMaxCells = 0;
   uint64_t distSeed = 0;
 };
@@ -57,12 +60,20 @@ nlohmann::json fileCounts(const data::AnnData& adata, const std::string& pertCol
   return {{"cells", adata.n_obs()}, {"genes", adata.n_vars()}, {"perturbations", labels.size()}};
 }
 
-nlohmann::json runCellEval(const EvaluateArgs& a, const data::AnnData& real, const data::AnnData& pred,
-                           const eval::CellEvalOptions& options) {
+// lastUse: no later stage reads the files, so their X is moved out instead of copied.
+nlohmann::json runCellEval(const EvaluateArgs& a, data::AnnData& real, data::AnnData& pred,
+                           const eval::CellEvalOptions& options, bool lastUse) {
   std::vector<std::pair<std::string, eval::CellEvalData>> reals, preds;
   if (a.celltypeCol.empty()) {
-    reals.emplace_back("", eval::cellEvalData(real, a.pertCol));
-    preds.emplace_back("", eval::cellEvalData(pred, a.pertCol));
+    for (auto [adata, out] : {std::pair{&real, &reals}, std::pair{&pred, &preds}}) {
+      data::CsrMatrix x;
+      if (lastUse) {  // cellEvalData then copies an X of the same shape without entries
+        std::swap(x, adata->X);
+        adata->X.rows = x.rows, adata->X.cols = x.cols;
+      }
+      out->emplace_back("", eval::cellEvalData(*adata, a.pertCol));
+      if (lastUse) out->back().second.x = std::move(x);
+    }
   } else {
     reals = eval::splitByCelltype(real, a.pertCol, a.celltypeCol);
     preds = eval::splitByCelltype(pred, a.pertCol, a.celltypeCol);
@@ -79,8 +90,11 @@ nlohmann::json runCellEval(const EvaluateArgs& a, const data::AnnData& real, con
     const eval::MetricTable agg = eval::describeMetrics(report.results);
     eval::writeMetricCsv(report.results, outPath(a, celltype, "results.csv"));
     eval::writeMetricCsv(agg, outPath(a, celltype, "agg_results.csv"));
-    if (report.realDe) eval::writeDeCsv(*report.realDe, outPath(a, celltype, "real_de.csv"));
-    if (report.predDe) eval::writeDeCsv(*report.predDe, outPath(a, celltype, "pred_de.csv"));
+    // The two DE tables (genes x targets rows each, formatted number by number) are written side by side.
+    eval::parallelFor(2, options.threads, [&](int64_t side) {
+      const auto& de = side == 0 ? report.realDe : report.predDe;
+      if (de) eval::writeDeCsv(*de, outPath(a, celltype, side == 0 ? "real_de.csv" : "pred_de.csv"));
+    });
 
     nlohmann::json means = nlohmann::json::object();
     for (size_t c = 0; c < agg.columns.size(); ++c) {
@@ -100,7 +114,8 @@ nlohmann::json runCellEval(const EvaluateArgs& a, const data::AnnData& real, con
   return results;
 }
 
-nlohmann::json runDistribution(const EvaluateArgs& a, const data::AnnData& real, const data::AnnData& pred,
+// The last stage to read the files: it takes them over and normalises their X in place.
+nlohmann::json runDistribution(const EvaluateArgs& a, data::AnnData&& real, data::AnnData&& pred,
                                const c10::Device& device, int threads) {
   eval::DistributionOptions o;
   o.pertCol = a.pertCol;
@@ -110,7 +125,7 @@ nlohmann::json runDistribution(const EvaluateArgs& a, const data::AnnData& real,
   o.seed = a.distSeed;
   o.device = device;
   o.threads = threads;
-  const eval::DistributionReport report = eval::evaluateDistribution(real, pred, o);
+  const eval::DistributionReport report = eval::evaluateDistribution(std::move(real), std::move(pred), o);
   const std::string path = outPath(a, "", "distribution.csv");
   eval::writeDistributionCsv(report, !a.celltypeCol.empty(), path);
   std::cout << report.rows.size() << " conditions, W1/W2/MMD/FD in " << report.components << " PCs of "
@@ -181,7 +196,7 @@ int runEvaluate(const EvaluateArgs& a) {
     throw std::invalid_argument("unknown profile '" + a.profile +
                                 "': use full, minimal, vcc, de, anndata, pds, distribution or reconstruction");
   const bool reconstruction = a.profile == "reconstruction";
-  const bool distribution = a.profile == "distribution" || a.profile == "full";
+  const bool distribution = a.profile == "distribution" || (a.profile == "full" && !a.noDistribution);
   const bool cellEval = !reconstruction && a.profile != "distribution";
   eval::CellEvalOptions options;
   options.controlPert = a.controlPert;
@@ -190,12 +205,14 @@ int runEvaluate(const EvaluateArgs& a) {
   options.device = core::resolveDevice(a.device);
 
   nlohmann::json stages = nlohmann::json::object();  // wall seconds per stage
+  eval::StageLog stageLog("evaluate");
   auto lap = [&, last = start](const std::string& stage) mutable {
     const auto now = std::chrono::steady_clock::now();
     stages[stage] = std::chrono::duration<double>(now - last).count();
     last = now;
+    stageLog.lap(stage.c_str());
   };
-  const data::AnnData real = data::readH5ad(a.real), pred = data::readH5ad(a.pred);
+  data::AnnData real = data::readH5ad(a.real), pred = data::readH5ad(a.pred);
   lap("read");
   std::filesystem::create_directories(a.outdir);
   nlohmann::json summary = {
@@ -211,11 +228,11 @@ int runEvaluate(const EvaluateArgs& a) {
       {"threads", threads}};
   if (cellEval) {
     summary["reference"] = "cell-eval 0.8.2 with pdex 0.3.0";
-    summary["results"] = runCellEval(a, real, pred, options);
+    summary["results"] = runCellEval(a, real, pred, options, /*lastUse=*/!distribution);
     lap("cell_eval");
   }
   if (distribution) {
-    summary["distribution"] = runDistribution(a, real, pred, options.device, threads);
+    summary["distribution"] = runDistribution(a, std::move(real), std::move(pred), options.device, threads);
     lap("distribution");
   }
   if (reconstruction) {
@@ -251,6 +268,8 @@ Command addEvaluateCommand(CLI::App& parent) {
   cmd.app->add_option("--outdir", args->outdir, "output directory")->capture_default_str();
   cmd.app->add_option("--device", args->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   cmd.app->add_option("--threads", args->threads, "CPU threads (0: torch's default)")->capture_default_str();
+  cmd.app->add_flag("--no-distribution", args->noDistribution,
+                    "full profile: skip distribution.csv, writing exactly cell-eval's files");
   cmd.app->add_option("--dist-max-cells", args->distMaxCells,
                       "distribution metrics: at most this many cells per condition and side (0: all)")
       ->capture_default_str();
