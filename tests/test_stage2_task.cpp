@@ -208,6 +208,32 @@ TEST(Stage2Task, FineTuningKeepsTheRowsOfKnownLabelsAndAddsNewOnes) {
   EXPECT_TRUE(torch::equal(tuned.at("backbone.input.weight"), base.at("backbone.input.weight")));
 }
 
+TEST(Stage2Task, GeneratesTheCombinationsOfAConditionsCsv) {
+  const auto& f = fixture();
+  TempDir dir;
+  ASSERT_EQ(runBinary("train '" + priorConfig(dir, "prior", f.gaussian, "flow", f.data) + "'").status, 0);
+  const auto csv = dir.file("conditions.csv");
+  std::ofstream(csv) << "batch,perturbation,n\nbatch_1,pert_1,7\nbatch_0,control,3\n";
+  const auto pred = dir.file("pred.h5ad");
+  auto r = runBinary("generate --prior '" + dir.file("prior") + "' --conditions '" + csv + "' --out '" + pred + "'");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto p = data::readH5ad(pred);
+  EXPECT_EQ(p.n_obs(), 10);
+  EXPECT_EQ(p.var.index, data::readH5ad(f.data).var.index);  // the autoencoder's genes
+  EXPECT_EQ(countsOf(p.obsColumn("perturbation")), (std::map<std::string, int64_t>{{"control", 3}, {"pert_1", 7}}));
+  EXPECT_EQ(countsOf(p.obsColumn("batch")), (std::map<std::string, int64_t>{{"batch_0", 3}, {"batch_1", 7}}));
+  EXPECT_GT(p.X.nnz(), 0);
+  // A label the prior does not know, and a missing column: errors naming them.
+  std::ofstream(csv) << "batch,perturbation,n\nbatch_1,pert_x,2\n";
+  r = runBinary("generate --prior '" + dir.file("prior") + "' --conditions '" + csv + "' --out '" + pred + "'");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("pert_x"), std::string::npos) << r.out;
+  std::ofstream(csv) << "perturbation,n\npert_1,2\n";
+  r = runBinary("generate --prior '" + dir.file("prior") + "' --conditions '" + csv + "' --out '" + pred + "'");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("no column 'batch'"), std::string::npos) << r.out;
+}
+
 TEST(Stage2Task, UnknownConditionValuesAtGenerationAreAnError) {
   const auto& f = fixture();
   TempDir dir;

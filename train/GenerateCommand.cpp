@@ -1,7 +1,9 @@
-// `latentcell generate --prior RUN --like REAL.h5ad --out pred.h5ad [--predict sample|mean]
-// [--guidance W] [--steps K] [--seed S] [--cells all|test] [--controls copy|generate] [--real-out F]`:
-// virtual cells from a trained prior, shaped like a real experiment so that `cell-eval run` (or
-// `latentcell evaluate`) compares the two directly.
+// `latentcell generate --prior RUN (--like REAL.h5ad | --conditions FILE.csv) --out pred.h5ad
+// [--predict sample|mean] [--guidance W] [--steps K] [--seed S] [--cells all|test]
+// [--controls copy|generate] [--real-out F]`: virtual cells from a trained prior, shaped like a real
+// experiment so that `cell-eval run` (or `latentcell evaluate`) compares the two directly, or for
+// the combinations and counts of a conditions CSV (no real cells: every row is generated, on the
+// autoencoder's genes).
 //
 // For every condition combination of REAL's perturbed cells (n cells each) the prior samples n
 // latents, which the autoencoder's head decodes with library sizes drawn from the log-normal fitted
@@ -26,7 +28,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <memory>
 #include <set>
 #include <string>
@@ -76,12 +81,80 @@ void appendCsrRows(data::CsrMatrix& m, const data::CsrMatrix& src, const std::ve
   m.rows += static_cast<int64_t>(rows.size());
 }
 
+// A conditions CSV (header: the prior's condition columns, in any order, and n) as an AnnData with no
+// expression: each row's combination n times, as categorical obs columns.
+data::AnnData conditionsTable(const std::string& path, const std::vector<data::Vocabulary>& vocabularies,
+                              const std::vector<std::string>& genes) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument(path + ": cannot open the conditions CSV");
+  auto split = [](const std::string& line) {
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    for (std::string cell; std::getline(ss, cell, ',');) {
+      while (!cell.empty() && (cell.back() == '\r' || cell.back() == ' ')) cell.pop_back();
+      while (!cell.empty() && cell.front() == ' ') cell.erase(cell.begin());
+      cells.push_back(cell);
+    }
+    return cells;
+  };
+  std::string line;
+  std::getline(in, line);
+  const auto header = split(line);
+  auto find = [&](const std::string& name) {
+    const auto it = std::find(header.begin(), header.end(), name);
+    if (it == header.end()) {
+      throw std::invalid_argument(path + ": the header has no column '" + name + "'; it needs n and one column per " +
+                                  "condition of the prior");
+    }
+    return static_cast<size_t>(it - header.begin());
+  };
+  const size_t n_col = find("n");
+  std::vector<size_t> cols;
+  for (const auto& v : vocabularies) cols.push_back(find(v.column));
+  data::AnnData out;
+  out.var.index = genes;
+  out.X.cols = static_cast<int64_t>(genes.size());
+  out.X.indptr.push_back(0);
+  std::vector<std::vector<std::string>> values(vocabularies.size());
+  for (int64_t row = 2; std::getline(in, line); ++row) {
+    if (line.empty()) continue;
+    const auto cells = split(line);
+    if (cells.size() != header.size()) {
+      throw std::invalid_argument(path + ":" + std::to_string(row) + ": " + std::to_string(cells.size()) +
+                                  " fields, the header has " + std::to_string(header.size()));
+    }
+    int64_t n = 0;
+    try {
+      n = std::stoll(cells[n_col]);
+    } catch (const std::exception&) {
+      n = -1;
+    }
+    if (n <= 0) throw std::invalid_argument(path + ":" + std::to_string(row) + ": n must be a positive integer");
+    for (size_t k = 0; k < vocabularies.size(); ++k) vocabularies[k].id(cells[cols[k]]);  // unknown values throw
+    for (int64_t i = 0; i < n; ++i) {
+      out.obs.index.push_back("generated-" + std::to_string(out.X.rows));
+      for (size_t k = 0; k < vocabularies.size(); ++k) values[k].push_back(cells[cols[k]]);
+      out.X.indptr.push_back(0);
+      ++out.X.rows;
+    }
+  }
+  if (out.X.rows == 0) throw std::invalid_argument(path + " lists no cells to generate");
+  for (size_t k = 0; k < vocabularies.size(); ++k) {
+    data::Column column;
+    column.kind = data::Column::Kind::String;
+    column.strings = std::move(values[k]);
+    out.obs.columns.emplace_back(vocabularies[k].column, std::move(column));
+  }
+  out.source = path;
+  return out;
+}
+
 }  // namespace
 
 Command addGenerateCommand(CLI::App& parent) {
   struct Args {
-    std::string prior, like, out, real_out, autoencoder, predict = "sample", cells = "all", controls = "copy",
-                                                         device = "auto";
+    std::string prior, like, conditions, out, real_out, autoencoder, predict = "sample", cells = "all",
+        controls = "copy", device = "auto";
     double guidance = -1;
     int64_t steps = 0, seed = 0, batch_size = 512;
   };
@@ -89,8 +162,13 @@ Command addGenerateCommand(CLI::App& parent) {
   Command cmd;
   cmd.app = parent.add_subcommand("generate", "Generate cells with a trained prior, shaped like a real h5ad");
   cmd.app->add_option("--prior", args->prior, "stage-2 run directory")->required();
-  cmd.app->add_option("--like", args->like, "real h5ad whose condition combinations and cell counts to generate")
-      ->required();
+  auto* like = cmd.app->add_option("--like", args->like,
+                                    "real h5ad whose condition combinations and cell counts to generate");
+  auto* conditions = cmd.app->add_option(
+      "--conditions", args->conditions,
+      "CSV with one column per condition of the prior and a column n: generate n cells of each row's combination");
+  like->excludes(conditions);
+  conditions->excludes(like);
   cmd.app->add_option("--out", args->out, "output .h5ad")->required();
   cmd.app->add_option("--real-out", args->real_out, "also write the real cells compared against, in the same space");
   cmd.app->add_option("--predict", args->predict, "sample from the head, or its mean")
@@ -112,13 +190,29 @@ Command addGenerateCommand(CLI::App& parent) {
     const auto& c = run.config;
     const int64_t key = run.perturbation_key;
 
+    if (args->like.empty() && args->conditions.empty()) {
+      throw std::invalid_argument("generate needs --like REAL.h5ad or --conditions FILE.csv: what to generate");
+    }
+    const bool from_csv = !args->conditions.empty();
+    const bool jit_prior = std::string(run.prior->kindName()) == "jit";
+    if (from_csv && (jit_prior || args->cells == "test" || !args->real_out.empty())) {
+      throw std::invalid_argument(std::string("--conditions lists no real cells: ") +
+                                  (jit_prior ? "the transport prior starts from real control cells" :
+                                   args->cells == "test" ? "--cells test selects cells of a real file"
+                                                         : "--real-out has nothing to write") +
+                                  "; pass --like REAL.h5ad instead");
+    }
+
     // REAL in its own gene order (the output's), and on the autoencoder's genes (to encode controls).
+    // A conditions CSV stands in for REAL: its rows, n times each, with no expression.
     data::H5adReadOptions read;
     read.matrix = ae.config.data.matrix;
     read.obsm = false;
-    auto real = data::readH5ad(args->like, read);
-    auto mapped = train::loadRunData(ae, args->like);  // checks every model gene is present
-    if (mapped.rows.size() != static_cast<size_t>(real.n_obs()) || real.n_vars() != static_cast<int64_t>(ae.genes.size())) {
+    auto real = from_csv ? conditionsTable(args->conditions, run.vocabularies, ae.genes) : data::readH5ad(args->like, read);
+    auto mapped = from_csv ? train::Stage1Data{} : train::loadRunData(ae, args->like);  // every model gene present
+    if (from_csv) args->controls = "generate";
+    if (!from_csv &&
+        (mapped.rows.size() != static_cast<size_t>(real.n_obs()) || real.n_vars() != static_cast<int64_t>(ae.genes.size()))) {
       throw std::invalid_argument(
           args->like + " has " + std::to_string(real.n_vars()) + " genes and " + std::to_string(real.n_obs()) +
           " cells, the autoencoder models " + std::to_string(ae.genes.size()) + " genes and keeps " +
@@ -135,7 +229,8 @@ Command addGenerateCommand(CLI::App& parent) {
     std::vector<int64_t> rows;
     {
       std::set<std::string> drop(c.data.exclude_values.begin(), c.data.exclude_values.end());
-      const auto* column = c.data.exclude_column.empty() ? nullptr : &real.obsColumn(c.data.exclude_column);
+      const auto* column =
+          c.data.exclude_column.empty() || from_csv ? nullptr : &real.obsColumn(c.data.exclude_column);
       for (int64_t i = 0; i < real.n_obs(); ++i)
         if (column == nullptr || !drop.count(column->text(i))) rows.push_back(i);
     }
@@ -182,7 +277,7 @@ Command addGenerateCommand(CLI::App& parent) {
     const auto mode = heads::parsePredictMode(args->predict);
     auto gen = core::makeGenerator(static_cast<uint64_t>(args->seed), device);
     auto host_gen = core::makeGenerator(static_cast<uint64_t>(args->seed) + 1);
-    const bool jit = std::string(run.prior->kindName()) == "jit";
+    const bool jit = jit_prior;
     const int64_t set_size = c.data.set_size;
 
     // Transport prior: the encoded, standardised control cells of each context in REAL.
