@@ -234,6 +234,27 @@ TEST(Stage2Task, GeneratesTheCombinationsOfAConditionsCsv) {
   EXPECT_NE(r.out.find("no column 'batch'"), std::string::npos) << r.out;
 }
 
+TEST(Stage2Task, MeanPredictionsOfACountHeadAreWrittenLog1pNormalised) {
+  const auto& f = fixture();
+  TempDir dir;
+  ASSERT_EQ(runBinary("train '" + priorConfig(dir, "prior", f.gaussian, "flow", f.data) + "'").status, 0);
+  const auto pred = dir.file("pred.h5ad"), truth = dir.file("real.h5ad");
+  auto r = runBinary("generate --prior '" + dir.file("prior") + "' --like '" + f.data +
+                     "' --cells test --predict mean --out '" + pred + "' --real-out '" + truth + "'");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto p = data::readH5ad(pred), t = data::readH5ad(truth);
+  EXPECT_EQ(p.uns_strings.at("latentcell_value_space"), "log1p_normalized");
+  // Every row, generated or copied, and every real row: log1p of a total of 1e4.
+  for (const auto* m : {&p.X, &t.X}) {
+    const auto dense = data::denseRows(*m);
+    const auto totals = dense.expm1().sum(1);
+    EXPECT_TRUE(torch::allclose(totals, torch::full_like(totals, 1e4), 1e-3)) << totals;
+  }
+  r = runBinary("evaluate --pred '" + pred + "' --real '" + truth +
+                "' --pert-col perturbation --control-pert control --profile minimal --outdir '" + dir.file("eval") + "'");
+  EXPECT_EQ(r.status, 0) << r.out;
+}
+
 TEST(Stage2Task, UnknownConditionValuesAtGenerationAreAnError) {
   const auto& f = fixture();
   TempDir dir;

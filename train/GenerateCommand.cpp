@@ -13,10 +13,12 @@
 // row, REAL's obs: generated cell i of a group takes the obs of the group's i-th real cell, so the
 // two files pair up by condition exactly as cell-eval expects.
 //
+// Values: counts when a count head samples; log1p(x / total * 1e4) otherwise (MSE and hurdle heads,
+// and the mean of a count head, which is not a count).
+//
 // --cells test restricts REAL (which must then be the run's data file) to the run's held-out cells
 // plus the control cells of their contexts: the split the prior never saw. --real-out writes those
-// real cells in the prediction's value space (counts, or log1p-normalised for the MSE and hurdle
-// heads), the matching real file for evaluation.
+// real cells in the prediction's value space, the matching real file for evaluation.
 #include "core/Device.h"
 #include "core/Logging.h"
 #include "core/Random.h"
@@ -341,7 +343,11 @@ Command addGenerateCommand(CLI::App& parent) {
       generated += n;
     }
 
-    const bool counts = ae.model->valueSpace() == heads::ValueSpace::Counts;
+    // A count head's mean is not a count: evaluators (cell-eval) read non-integer values as log1p
+    // data and refuse them above 15. Means are written log1p-normalised, like the MSE and hurdle heads.
+    const bool count_head = ae.model->valueSpace() == heads::ValueSpace::Counts;
+    const bool counts = count_head && mode == heads::PredictMode::Sample;
+    if (count_head && !counts && out.X.rows > 0) out.X = data::log1p(data::normalizeTotal(out.X, 1e4));
     auto inSpace = [&](const data::CsrMatrix& m) { return counts ? m : data::log1p(data::normalizeTotal(m, 1e4)); };
     std::vector<int64_t> control_rows;
     for (int64_t i : controls) control_rows.push_back(rows[static_cast<size_t>(i)]);
@@ -370,8 +376,9 @@ Command addGenerateCommand(CLI::App& parent) {
       r.var.index = real.var.index;
       data::writeH5ad(r, args->real_out);
     }
-    core::logInfo("generated {} cells in {} condition groups ({} prior, {} head {}), {} control cells {} -> {}",
-                  generated, groups.size(), run.prior->kindName(), counts ? "count" : "log1p", args->predict,
+    core::logInfo("generated {} cells in {} condition groups ({} prior, {} head {}, {} written), {} control cells {} -> {}",
+                  generated, groups.size(), run.prior->kindName(), count_head ? "count" : "log1p", args->predict,
+                  counts ? "counts" : "log1p-normalised",
                   controls.size(), args->controls == "copy" ? "copied" : "generated", args->out);
     return 0;
   };
