@@ -6,9 +6,8 @@
 #include "core/Mcab.h"
 #include "core/Random.h"
 #include "core/TransformerBlock.h"
-#include "train/Communicator.h"
+#include "train/TrainingProcess.h"
 
-#include <torch/csrc/distributed/c10d/Store.hpp>  // complete type for makeCommunicator's store
 #include <torch/nn/modules/linear.h>
 #include <torch/torch.h>
 
@@ -125,23 +124,10 @@ void SmokeConfig::visit(core::ConfigVisitor& v) {
 }
 
 TrainSummary runSmokeTask(const SmokeConfig& c, bool resume, const std::vector<std::string>& command_line) {
-  const auto env = readDistributedEnv();
-  auto device = core::resolveDevice(c.device);
-  if (device.is_cuda() && env.world_size > 1) device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
-  std::unique_ptr<Communicator> comm;
-  if (env.world_size > 1) {
-    if (env.rank != 0) core::setupLogging("warn");  // rank 0 reports; the others only warn and fail
-    CommunicatorOptions options;
-    // auto means nccl only when this run trains on CUDA (a CPU run on a GPU machine uses gloo).
-    options.backend = c.trainer.distributed.backend == "auto" && !device.is_cuda() ? "gloo" : c.trainer.distributed.backend;
-    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(c.trainer.distributed.timeout_s * 1000));
-    comm = makeCommunicator(env, options);
-  }
-  core::seedEverything(static_cast<uint64_t>(c.seed));
-  if (!resume && CheckpointManager(c.run_dir, 1).latest()) {
-    throw std::invalid_argument("run directory " + c.run_dir + " already holds checkpoints; continue it with --resume " +
-                                c.run_dir + " or set run_dir to a new directory");
-  }
+  auto process = startTrainingProcess(c.device, c.trainer.distributed, c.seed, c.run_dir, resume);
+  const auto& env = process.env;
+  const auto device = process.device;
+  auto& comm = process.comm;
   SmokeTrainable trainable(c, device, env.rank, env.world_size);
   Trainer trainer(c.trainer, trainable, device, c.run_dir, core::dumpConfig(c), comm.get());
   trainer.setCommandLine(command_line);

@@ -10,9 +10,8 @@
 #include "data/H5ad.h"
 #include "data/Preprocess.h"
 #include "train/Checkpoint.h"
-#include "train/Communicator.h"
+#include "train/TrainingProcess.h"
 
-#include <torch/csrc/distributed/c10d/Store.hpp>  // complete type for makeCommunicator's store
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -202,20 +201,13 @@ class Stage1Trainable : public Trainable {
   LossTerms evalLoss() override {
     if (val_.empty()) return {};
     const auto tokens = tokenizerOptions(config_.data, static_cast<uint64_t>(config_.seed));
-    std::vector<std::pair<std::string, double>> sums;
-    int64_t cells = 0;
+    LossMeter meter;
     for (size_t start = 0; start < val_.size(); start += static_cast<size_t>(config_.data.batch_size)) {
       const auto end = std::min(val_.size(), start + static_cast<size_t>(config_.data.batch_size));
       std::vector<int64_t> rows(val_.begin() + static_cast<long>(start), val_.begin() + static_cast<long>(end));
-      auto terms = model_->loss(makeCellBatch(data_, rows, tokens, device_)).terms;
-      if (sums.empty())
-        for (const auto& [name, value] : terms) sums.emplace_back(name, 0.0);
-      for (size_t k = 0; k < terms.size(); ++k) sums[k].second += terms[k].second.item<double>() * static_cast<double>(rows.size());
-      cells += static_cast<int64_t>(rows.size());
+      meter.add(model_->loss(makeCellBatch(data_, rows, tokens, device_)).terms, static_cast<double>(rows.size()));
     }
-    LossTerms out;
-    for (const auto& [name, sum] : sums) out.terms.emplace_back(name, torch::tensor(sum / static_cast<double>(cells)));
-    return out;
+    return meter.mean();
   }
 
  private:
@@ -238,22 +230,10 @@ class Stage1Trainable : public Trainable {
 }  // namespace
 
 TrainSummary runStage1Task(Stage1Config c, bool resume, const std::vector<std::string>& command_line) {
-  const auto env = readDistributedEnv();
-  auto device = core::resolveDevice(c.device);
-  if (device.is_cuda() && env.world_size > 1) device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
-  std::unique_ptr<Communicator> comm;
-  if (env.world_size > 1) {
-    if (env.rank != 0) core::setupLogging("warn");
-    CommunicatorOptions options;
-    options.backend = c.trainer.distributed.backend;
-    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(c.trainer.distributed.timeout_s * 1000));
-    comm = makeCommunicator(env, options);
-  }
-  core::seedEverything(static_cast<uint64_t>(c.seed));
-  if (!resume && CheckpointManager(c.run_dir, 1).latest()) {
-    throw std::invalid_argument("run directory " + c.run_dir + " already holds checkpoints; continue it with --resume " +
-                                c.run_dir + " or set run_dir to a new directory");
-  }
+  auto process = startTrainingProcess(c.device, c.trainer.distributed, c.seed, c.run_dir, resume);
+  const auto& env = process.env;
+  const auto device = process.device;
+  auto& comm = process.comm;
   fs::create_directories(c.run_dir);
 
   // The model's head decides whether the data must be counts; build it first on the data's width.

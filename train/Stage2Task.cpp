@@ -10,10 +10,9 @@
 #include "data/DistributedSampler.h"
 #include "priors/PriorFactory.h"
 #include "train/Checkpoint.h"
-#include "train/Communicator.h"
+#include "train/TrainingProcess.h"
 
 #include <nlohmann/json.hpp>
-#include <torch/csrc/distributed/c10d/Store.hpp>  // complete type for makeCommunicator's store
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -379,23 +378,15 @@ class CellPriorTrainable : public Trainable {
     if (val_.empty()) return {};
     // Fixed randomness (times, noise, masks) so successive validations compare the weights alone.
     auto gen = core::makeGenerator(static_cast<uint64_t>(config_.seed) + 17, device_);
-    std::vector<std::pair<std::string, double>> sums;
-    int64_t cells = 0;
+    LossMeter meter;
     const size_t bs = static_cast<size_t>(config_.data.batch_size);
     for (size_t start = 0, b = 0; start < val_.size() && b < static_cast<size_t>(config_.data.eval_batches);
          start += bs, ++b) {
       std::vector<int64_t> rows(val_.begin() + static_cast<long>(start),
                                 val_.begin() + static_cast<long>(std::min(val_.size(), start + bs)));
-      const auto terms = prior_->loss(batchOf(rows), gen);
-      if (sums.empty())
-        for (const auto& [name, value] : terms) sums.emplace_back(name, 0.0);
-      for (size_t k = 0; k < terms.size(); ++k)
-        sums[k].second += terms[k].second.item<double>() * static_cast<double>(rows.size());
-      cells += static_cast<int64_t>(rows.size());
+      meter.add(prior_->loss(batchOf(rows), gen), static_cast<double>(rows.size()));
     }
-    LossTerms out;
-    for (const auto& [name, sum] : sums) out.terms.emplace_back(name, torch::tensor(sum / static_cast<double>(cells)));
-    return out;
+    return meter.mean();
   }
 
  private:
@@ -500,17 +491,9 @@ class SetPriorTrainable : public Trainable {
   LossTerms evalLoss() override {
     if (val_.perturbed.empty()) return {};
     auto gen = core::makeGenerator(static_cast<uint64_t>(config_.seed) + 17);
-    std::vector<std::pair<std::string, double>> sums;
-    for (int64_t b = 0; b < config_.data.eval_batches; ++b) {
-      const auto terms = prior_->loss(drawBatch(val_, gen), gen);
-      if (sums.empty())
-        for (const auto& [name, value] : terms) sums.emplace_back(name, 0.0);
-      for (size_t k = 0; k < terms.size(); ++k) sums[k].second += terms[k].second.item<double>();
-    }
-    LossTerms out;
-    for (const auto& [name, sum] : sums)
-      out.terms.emplace_back(name, torch::tensor(sum / static_cast<double>(config_.data.eval_batches)));
-    return out;
+    LossMeter meter;
+    for (int64_t b = 0; b < config_.data.eval_batches; ++b) meter.add(prior_->loss(drawBatch(val_, gen), gen));
+    return meter.mean();
   }
 
  private:
@@ -624,22 +607,10 @@ std::pair<int64_t, int64_t> initFromRun(priors::Prior& prior, const std::vector<
 // ---------------------------------------------------------------------------------------------
 
 TrainSummary runStage2Task(Stage2Config c, bool resume, const std::vector<std::string>& command_line) {
-  const auto env = readDistributedEnv();
-  auto device = core::resolveDevice(c.device);
-  if (device.is_cuda() && env.world_size > 1) device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
-  std::unique_ptr<Communicator> comm;
-  if (env.world_size > 1) {
-    if (env.rank != 0) core::setupLogging("warn");
-    CommunicatorOptions options;
-    options.backend = c.trainer.distributed.backend;
-    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(c.trainer.distributed.timeout_s * 1000));
-    comm = makeCommunicator(env, options);
-  }
-  core::seedEverything(static_cast<uint64_t>(c.seed));
-  if (!resume && CheckpointManager(c.run_dir, 1).latest()) {
-    throw std::invalid_argument("run directory " + c.run_dir + " already holds checkpoints; continue it with --resume " +
-                                c.run_dir + " or set run_dir to a new directory");
-  }
+  auto process = startTrainingProcess(c.device, c.trainer.distributed, c.seed, c.run_dir, resume);
+  const auto& env = process.env;
+  const auto device = process.device;
+  auto& comm = process.comm;
 
   auto ae = loadStage1Run(c.autoencoder, device);
   for (auto& p : ae.model->parameters()) p.set_requires_grad(false);

@@ -22,6 +22,18 @@ struct LossTerms {
   const at::Tensor& objective() const { return terms.front().second; }
 };
 
+// Mean of named losses over several batches (a validation pass), each batch weighted (e.g. by its
+// cells); the names come from the first batch.
+class LossMeter {
+ public:
+  void add(const std::vector<std::pair<std::string, at::Tensor>>& terms, double weight = 1.0);
+  LossTerms mean() const;  // empty when nothing was added
+
+ private:
+  std::vector<std::pair<std::string, double>> sums_;
+  double weight_ = 0;
+};
+
 // Serialisable position in the training data (epoch, batch within the epoch, ...).
 using DataState = std::map<std::string, int64_t>;
 

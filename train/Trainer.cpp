@@ -43,6 +43,21 @@ namespace fs = std::filesystem;
 
 namespace latentcell::train {
 
+void LossMeter::add(const std::vector<std::pair<std::string, at::Tensor>>& terms, double weight) {
+  if (sums_.empty())
+    for (const auto& [name, value] : terms) sums_.emplace_back(name, 0.0);
+  for (size_t k = 0; k < terms.size() && k < sums_.size(); ++k) sums_[k].second += terms[k].second.item<double>() * weight;
+  weight_ += weight;
+}
+
+LossTerms LossMeter::mean() const {
+  LossTerms out;
+  if (weight_ <= 0) return out;
+  for (const auto& [name, sum] : sums_) out.terms.emplace_back(name, torch::tensor(sum / weight_));
+  return out;
+}
+
+
 void OptimizerConfig::visit(core::ConfigVisitor& v) {
   v.choice("name", name, {"adamw", "adam", "sgd"}, "optimizer");
   v.field("lr", lr, "peak learning rate");
