@@ -97,4 +97,27 @@ std::vector<int64_t> DistributedSampler::indices(int64_t epoch, int64_t start_ba
   return std::vector<int64_t>(mine.begin() + skip, mine.end());
 }
 
+SamplerCursor::SamplerCursor(const SamplerOptions& options) : sampler_(options), order_(sampler_.indices(0, 0)) {}
+
+std::vector<int64_t> SamplerCursor::next() {
+  if (cursor_ >= static_cast<int64_t>(order_.size())) {
+    ++epoch_;
+    batch_ = 0;
+    order_ = sampler_.indices(epoch_, 0);
+    cursor_ = 0;
+  }
+  const int64_t n = std::min<int64_t>(sampler_.options().batch_size, static_cast<int64_t>(order_.size()) - cursor_);
+  std::vector<int64_t> out(order_.begin() + cursor_, order_.begin() + cursor_ + n);
+  cursor_ += n;
+  ++batch_;
+  return out;
+}
+
+void SamplerCursor::restore(int64_t epoch, int64_t batch) {
+  epoch_ = epoch;
+  batch_ = batch;
+  order_ = sampler_.indices(epoch_, batch_);
+  cursor_ = 0;
+}
+
 }  // namespace latentcell::data

@@ -53,4 +53,22 @@ class DistributedSampler {
   int64_t samples_per_rank_ = 0;
 };
 
+// Walks a sampler's epochs batch by batch for a training loop: the positions (into the sampled range)
+// of the next batch, moving to the next epoch when one is used up. (epoch, batch) is what a
+// checkpoint stores; restoring it resumes at exactly the batch that would have come next.
+class SamplerCursor {
+ public:
+  explicit SamplerCursor(const SamplerOptions& options);
+
+  std::vector<int64_t> next();         // up to batch_size positions; the last batch of an epoch may be short
+  int64_t epoch() const { return epoch_; }  // the epoch of the batch last returned (or the next one)
+  int64_t batch() const { return batch_; }  // batches of that epoch returned so far
+  void restore(int64_t epoch, int64_t batch);
+
+ private:
+  DistributedSampler sampler_;
+  std::vector<int64_t> order_;
+  int64_t epoch_ = 0, batch_ = 0, cursor_ = 0;
+};
+
 }  // namespace latentcell::data

@@ -112,6 +112,35 @@ TEST(Sampler, ResumeMidEpochGivesRemainingSuffix) {
   }
 }
 
+// The training loop's view: batches in epoch order, a short last batch, then the next epoch; and a
+// cursor restored from (epoch, batch) continues with exactly the batches a straight walk gives.
+TEST(Sampler, CursorWalksEpochsAndResumesExactly) {
+  SamplerOptions o;
+  o.size = 10;
+  o.batch_size = 4;
+  o.seed = 3;
+  latentcell::data::SamplerCursor straight(o);
+  const DistributedSampler sampler(o);
+  std::vector<std::vector<int64_t>> batches;
+  std::vector<std::pair<int64_t, int64_t>> states;
+  for (int i = 0; i < 8; ++i) {
+    batches.push_back(straight.next());
+    states.emplace_back(straight.epoch(), straight.batch());
+  }
+  // Epoch 0 is the sampler's order in batches of 4, 4, 2; epoch 1 starts a new order.
+  const auto e0 = sampler.indices(0), e1 = sampler.indices(1);
+  EXPECT_EQ(batches[0], std::vector<int64_t>(e0.begin(), e0.begin() + 4));
+  EXPECT_EQ(batches[2], std::vector<int64_t>(e0.begin() + 8, e0.end()));
+  EXPECT_EQ(batches[3], std::vector<int64_t>(e1.begin(), e1.begin() + 4));
+  EXPECT_EQ(states[2], (std::pair<int64_t, int64_t>{0, 3}));
+  EXPECT_EQ(states[3], (std::pair<int64_t, int64_t>{1, 1}));
+  for (size_t k = 0; k + 1 < batches.size(); ++k) {
+    latentcell::data::SamplerCursor resumed(o);
+    resumed.restore(states[k].first, states[k].second);
+    for (size_t j = k + 1; j < batches.size(); ++j) EXPECT_EQ(resumed.next(), batches[j]) << "resumed after " << k;
+  }
+}
+
 TEST(Sampler, BlockShufflingKeepsBlocksLocal) {
   // With the window equal to one block, every block stays contiguous in the epoch order.
   SamplerOptions o = opts(100, 1, 0, 3);

@@ -167,34 +167,21 @@ class Stage1Trainable : public Trainable {
     s.rank = rank;
     s.batch_size = c.data.batch_size;
     s.seed = static_cast<uint64_t>(c.seed);
-    sampler_ = std::make_unique<data::DistributedSampler>(s);
-    order_ = sampler_->indices(epoch_, batch_);
+    cursor_ = std::make_unique<data::SamplerCursor>(s);
   }
 
   torch::nn::Module& module() override { return *model_; }
   int64_t batchSize() const override { return config_.data.batch_size; }
-  DataState dataState() const override { return {{"epoch", epoch_}, {"batch", batch_}}; }
+  DataState dataState() const override { return {{"epoch", cursor_->epoch()}, {"batch", cursor_->batch()}}; }
   void restoreDataState(const DataState& state) override {
-    epoch_ = state.at("epoch");
-    batch_ = state.at("batch");
-    order_ = sampler_->indices(epoch_, batch_);
-    cursor_ = 0;
+    cursor_->restore(state.at("epoch"), state.at("batch"));
   }
 
   LossTerms trainLoss() override {
-    if (cursor_ >= static_cast<int64_t>(order_.size())) {
-      ++epoch_;
-      batch_ = 0;
-      order_ = sampler_->indices(epoch_, 0);
-      cursor_ = 0;
-    }
-    const int64_t n = std::min<int64_t>(config_.data.batch_size, static_cast<int64_t>(order_.size()) - cursor_);
     std::vector<int64_t> rows;
-    for (int64_t i = 0; i < n; ++i) rows.push_back(train_[static_cast<size_t>(order_[static_cast<size_t>(cursor_ + i)])]);
-    cursor_ += n;
-    ++batch_;
+    for (int64_t position : cursor_->next()) rows.push_back(train_[static_cast<size_t>(position)]);
     // Random truncation draws new subsets each epoch.
-    const auto tokens = tokenizerOptions(config_.data, static_cast<uint64_t>(config_.seed) * 7919ULL + epoch_);
+    const auto tokens = tokenizerOptions(config_.data, static_cast<uint64_t>(config_.seed) * 7919ULL + cursor_->epoch());
     return toTerms(model_->loss(makeCellBatch(data_, rows, tokens, device_)));
   }
 
@@ -222,9 +209,7 @@ class Stage1Trainable : public Trainable {
   std::vector<int64_t> train_, val_;
   std::shared_ptr<models::Autoencoder> model_;
   c10::Device device_;
-  std::unique_ptr<data::DistributedSampler> sampler_;
-  std::vector<int64_t> order_;
-  int64_t epoch_ = 0, batch_ = 0, cursor_ = 0;
+  std::unique_ptr<data::SamplerCursor> cursor_;
 };
 
 }  // namespace
