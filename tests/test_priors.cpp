@@ -594,9 +594,12 @@ TEST(JitTransportPrior, TheFourVariantsLossesFollowTheirDefinitions) {
       auto v_hat = pred == "v" ? out : jitVelocityFromX(out, z, t, 0.05);
       auto want = loss == "x" ? torch::mse_loss(x_hat, x1) : torch::mse_loss(v_hat, x1 - x0);  // t < 0.95
       auto got = prior.lossAt(x0, x1, ids, t, null);
-      expectClose(got[0].second, want, 1e-5, pred + "-pred/" + loss + "-loss");
+      // The losses reach ~100 (v-loss divides by 1 - t), where float32's own rounding of the two
+      // operation orders exceeds 1e-5: the tolerance is 1e-5 relative above 1.
+      const double tol = 1e-5 * std::max(1.0, want.abs().item<double>());
+      expectClose(got[0].second, want, tol, pred + "-pred/" + loss + "-loss");
       if (pred == "v" && loss == "v") {  // plain flow matching: the output against x1 - x0
-        expectClose(got[0].second, torch::mse_loss(out, x1 - x0), 1e-5, "v/v is flow matching");
+        expectClose(got[0].second, torch::mse_loss(out, x1 - x0), tol, "v/v is flow matching");
       }
     }
   }
