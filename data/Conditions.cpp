@@ -221,6 +221,12 @@ HoldOutRule parseHoldOutRule(const std::string& text) {
   return rule;
 }
 
+std::vector<HoldOutRule> parseHoldOutRules(const std::vector<std::string>& texts) {
+  std::vector<HoldOutRule> rules;
+  for (const auto& text : texts) rules.push_back(parseHoldOutRule(text));
+  return rules;
+}
+
 Split holdOutSplit(const DataFrame& obs, const std::vector<HoldOutRule>& test_rules,
                    const std::vector<HoldOutRule>& val_rules, double val_fraction, uint64_t seed) {
   const int64_t n = static_cast<int64_t>(obs.index.size());

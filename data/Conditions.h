@@ -67,6 +67,7 @@ using HoldOutRule = std::vector<std::pair<std::string, std::vector<std::string>>
 // Parses a rule written "column=v1,v2; column2=v3" (config files); throws std::invalid_argument
 // saying how to write it.
 HoldOutRule parseHoldOutRule(const std::string& text);
+std::vector<HoldOutRule> parseHoldOutRules(const std::vector<std::string>& texts);
 
 // Cells matching any of `test_rules` go to test; of the others, those matching any of `val_rules` go
 // to val, and then a random val_fraction of the remaining cells (seeded) joins val as well.

@@ -49,12 +49,10 @@ void Stage1DataConfig::validate() const {
   if (val_fraction < 0 || val_fraction >= 1) reject("val_fraction", "must be in [0, 1)");
   if (eval_cells <= 0) reject("eval_cells", "must be positive");
   if (!exclude_values.empty() && exclude_column.empty()) reject("exclude_column", "is required with exclude_values");
-  for (const auto& rule : holdout) {
-    try {
-      data::parseHoldOutRule(rule);
-    } catch (const std::invalid_argument& e) {
-      reject("holdout", e.what());
-    }
+  try {
+    data::parseHoldOutRules(holdout);
+  } catch (const std::invalid_argument& e) {
+    reject("holdout", e.what());
   }
 }
 
@@ -228,8 +226,7 @@ TrainSummary runStage1Task(Stage1Config c, bool resume, const std::vector<std::s
   genes = data.cells.var.index;
   if (c.data.context_length == 0) c.data.context_length = maxExpressed(data.cells.X);
 
-  std::vector<data::HoldOutRule> holdout;
-  for (const auto& rule : c.data.holdout) holdout.push_back(data::parseHoldOutRule(rule));
+  const auto holdout = data::parseHoldOutRules(c.data.holdout);
   const auto split = resume ? data::loadSplit(c.run_dir, data.cells.n_obs())
                      : holdout.empty()
                          ? data::randomSplit(data.cells.n_obs(), c.data.val_fraction, 0.0,

@@ -57,12 +57,10 @@ void Stage2DataConfig::validate() const {
   if (set_size <= 0) reject("set_size", "must be positive");
   if (eval_batches <= 0) reject("eval_batches", "must be positive");
   if (!exclude_values.empty() && exclude_column.empty()) reject("exclude_column", "is required with exclude_values");
-  for (const auto& rule : holdout) {
-    try {
-      data::parseHoldOutRule(rule);
-    } catch (const std::invalid_argument& e) {
-      reject("holdout", e.what());
-    }
+  try {
+    data::parseHoldOutRules(holdout);
+  } catch (const std::invalid_argument& e) {
+    reject("holdout", e.what());
   }
 }
 
@@ -608,8 +606,7 @@ TrainSummary runStage2Task(Stage2Config c, bool resume, const std::vector<std::s
 
   const auto vocabularies = resume ? data::loadVocabularies(c.run_dir) : buildVocabularies(c, cells.obs);
   const auto ids = data::conditionIds(vocabularies, cells.obs);  // [cells, keys]
-  std::vector<data::HoldOutRule> rules;
-  for (const auto& r : c.data.holdout) rules.push_back(data::parseHoldOutRule(r));
+  const auto rules = data::parseHoldOutRules(c.data.holdout);
   const auto split = resume ? data::loadSplit(c.run_dir, cells.latents.size(0))
                             : data::holdOutSplit(cells.obs, rules, {}, c.data.val_fraction,
                                                  static_cast<uint64_t>(c.data.split_seed));
