@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The README's main-job command: installs what it needs, builds, then runs the whole pipeline on a
-# simulated screen with known effects, as a user would:
-#   simulate -> train two autoencoders (scLDM Gaussian VAE + NB; ExpressionVAE FSQ + NB)
-#   -> train a prior on each (scLDM flow matching; ExpressionVAE autoregressive)
-#   -> generate the held-out cells (pert_1 and pert_3 in cell type type_1, never trained on)
-#   -> evaluate them and the mean baselines with cell-eval's metrics and the distribution metrics,
-# and prints one table. CPU-sized: a few minutes on two cores. DEMO_STEPS scales the training.
+# The README's main-job command: installs what it needs, builds, then runs two of the papers' recipes
+# end to end on a simulated screen with known effects, as a user would (`latentcell run`):
+#   scldm            Gaussian VAE + NB head, flow-matching prior
+#   expressionvae-ar FSQ autoencoder + NB head, autoregressive prior
+# each: train the autoencoder -> encode -> train the prior -> generate the held-out cells (pert_1 and
+# pert_3 in cell type type_1, never trained on) -> evaluate them and the mean baselines with
+# cell-eval's metrics and the distribution metrics; then prints one table. CPU-sized: a few minutes on two cores. DEMO_STEPS scales the training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,7 +14,7 @@ python="${LATENTCELL_CACHE:-$HOME/.cache/latentcell}/venv/bin/python"
 steps=${DEMO_STEPS:-200}
 out="runs/demo-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
-holdout='["cell_type=type_1; perturbation=pert_1,pert_3"]'
+split='cell_type=type_1; perturbation=pert_1,pert_3'
 conditions='[perturbation,cell_type]'
 
 "$bin" info
@@ -22,45 +22,20 @@ conditions='[perturbation,cell_type]'
   --seed 0
 "$bin" data inspect "$out/screen.h5ad"
 
-common=(data.path="$out/screen.h5ad" "data.holdout=$holdout" data.val_fraction=0.05 trainer.max_steps="$steps"
-        trainer.eval_every=0 trainer.log_every=100)
-"$bin" train configs/stage1/scldm-vae-cpu.yaml run_dir="$out/ae-gaussian" "${common[@]}"
-"$bin" train configs/stage1/expressionvae-fsq-nb-cpu.yaml run_dir="$out/ae-fsq" "${common[@]}"
-
-prior_common=(data.path="$out/screen.h5ad" "data.conditions=$conditions" data.control=control
-              "data.holdout=$holdout" trainer.max_steps="$steps" trainer.eval_every=0
-              trainer.log_every=100 trainer.ema.decay=0.99)
-"$bin" train configs/stage2/scldm-flow-cpu.yaml run_dir="$out/scldm" autoencoder="$out/ae-gaussian" "${prior_common[@]}"
-"$bin" train configs/stage2/expressionvae-ar-cpu.yaml run_dir="$out/expressionvae-ar" autoencoder="$out/ae-fsq" \
-  "${prior_common[@]}"
-
-evaluate() {  # pred real outdir
-  "$bin" evaluate --pred "$1" --real "$2" --pert-col perturbation --control-pert control --profile full \
-    --outdir "$3" --log-level warn > /dev/null
-}
-for model in scldm expressionvae-ar; do
-  "$bin" generate --prior "$out/$model" --like "$out/screen.h5ad" --cells test --predict sample \
-    --out "$out/$model/pred.h5ad" --real-out "$out/$model/real.h5ad"
-  evaluate "$out/$model/pred.h5ad" "$out/$model/real.h5ad" "$out/$model/eval"
-done
-
-# Baselines: means of the training cells (the same split as the priors').
-"$python" - "$out/screen.h5ad" "$out/scldm/split.json" "$out/train.h5ad" <<'PY'
-import json, sys
-import anndata as ad
-data, split, dest = sys.argv[1:]
-a = ad.read_h5ad(data)
-s = json.load(open(split))
-drop = set(s["test"]) | set(s["val"])
-a[[i for i in range(a.n_obs) if i not in drop]].copy().write_h5ad(dest)
-PY
-for kind in perturb-mean context-mean cell-mean; do
-  "$bin" baseline --kind "$kind" --train "$out/train.h5ad" --like "$out/scldm/real.h5ad" --out "$out/$kind.h5ad" \
-    --pert-col perturbation --control-pert control --celltype-col cell_type --log-level warn
-  evaluate "$out/$kind.h5ad" "$out/scldm/real.h5ad" "$out/$kind-eval"
+# The small scldm and expressionvae-ar recipes (configs/recipes/), each run end to end by
+# `latentcell run` in its own run directory: autoencoder, encode, prior, generate the held-out cells,
+# evaluate them and the three mean baselines. The overrides fit the recipes to the simulated screen.
+stage1=(stage1.trainer.max_steps="$steps" stage1.trainer.eval_every=0 stage1.trainer.log_every=100)
+stage2=("stage2.data.conditions=$conditions" stage2.data.control=control "stage2.data.exclude_column=''"
+        "stage2.data.exclude_values=[]" stage2.trainer.max_steps="$steps" stage2.trainer.eval_every=0
+        stage2.trainer.log_every=100 stage2.trainer.ema.decay=0.99)
+for recipe in scldm expressionvae-ar; do
+  "$bin" run "configs/recipes/$recipe-cpu.yaml" --data "$out/screen.h5ad" --split "$split" --run-dir "$out/$recipe" \
+    "${stage1[@]}" "${stage2[@]}"
 done
 
 "$python" scripts/metrics_table.py \
   "scldm=$out/scldm/eval" "expressionvae-ar=$out/expressionvae-ar/eval" \
-  "perturb-mean=$out/perturb-mean-eval" "context-mean=$out/context-mean-eval" "cell-mean=$out/cell-mean-eval"
+  "perturb-mean=$out/scldm/baselines/perturb-mean" "context-mean=$out/scldm/baselines/context-mean" \
+  "cell-mean=$out/scldm/baselines/cell-mean"
 echo "runs, predictions and metrics: $out"

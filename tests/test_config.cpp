@@ -4,6 +4,7 @@
 // file or override, the allowed values) rather than whole strings, so wording can improve
 // without churn; every message must also stay on one line, since the CLI prints it as-is.
 #include "core/Config.h"
+#include "train/Recipe.h"
 #include "train/SmokeTask.h"
 #include "train/Stage1Task.h"
 #include "train/Stage2Task.h"
@@ -613,13 +614,18 @@ TEST(Recipes, EveryShippedConfigLoadsAndValidates) {
     } else if (task == "stage2") {
       latentcell::train::Stage2Config c;
       EXPECT_NO_THROW(loadConfigFile(c, path));
+    } else if (task == "recipe") {
+      // Loads the recipe and both stage configs with everything the run passes them; the data file
+      // is replaced by one that exists everywhere, since the real screen is not part of a clone.
+      EXPECT_NO_THROW(latentcell::train::loadRecipe(
+          path, {"data.path=" + latentcell::test::sourcePath("CMakeLists.txt")}));
     } else {
       latentcell::train::SmokeConfig c;
       EXPECT_NO_THROW(loadConfigFile(c, path));
     }
     ++checked;
   }
-  EXPECT_GE(checked, 23);  // smoke, 14 stage-1 and 8 stage-2 recipes
+  EXPECT_GE(checked, 31);  // smoke, 14 stage-1 and 8 stage-2 configs, 8 recipes
 }
 
 }  // namespace

@@ -229,12 +229,10 @@ Command addGenerateCommand(CLI::App& parent) {
 
     // Cells of REAL to reproduce: after the prior's exclusions, optionally only the test split.
     std::vector<int64_t> rows;
-    {
-      std::set<std::string> drop(c.data.exclude_values.begin(), c.data.exclude_values.end());
-      const auto* column =
-          c.data.exclude_column.empty() || from_csv ? nullptr : &real.obsColumn(c.data.exclude_column);
-      for (int64_t i = 0; i < real.n_obs(); ++i)
-        if (column == nullptr || !drop.count(column->text(i))) rows.push_back(i);
+    if (from_csv) {
+      for (int64_t i = 0; i < real.n_obs(); ++i) rows.push_back(i);
+    } else {
+      rows = train::priorCellRows(c, real.obs, real.source);
     }
     const auto kept_obs = data::takeRows(real.obs, rows);
     const auto ids = data::conditionIds(run.vocabularies, kept_obs);  // [cells, keys]; unknown values throw

@@ -186,6 +186,38 @@ bool failed(int status) { return WIFSIGNALED(status) || (WIFEXITED(status) && WE
 
 std::string currentExecutable() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
+int runProcess(const std::vector<std::string>& argv) {
+  if (argv.empty()) throw std::runtime_error("runProcess: empty command line");
+  const std::string path = resolveProgram(argv.front());
+  std::vector<std::string> args = argv;
+  auto argv_ptrs = pointers(args);
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) != 0) throw std::runtime_error(fmt::format("cannot create a pipe: {}", std::strerror(errno)));
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error(fmt::format("cannot fork for '{}': {}", path, std::strerror(errno)));
+  if (pid == 0) {
+    // Async-signal-safe calls only until execve.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(127);
+    execve(path.c_str(), argv_ptrs.data(), environ);
+    const int code = errno;
+    [[maybe_unused]] const ssize_t n = write(report[1], &code, sizeof(code));
+    _exit(127);
+  }
+  close(report[1]);
+  int exec_errno = 0;
+  const ssize_t got = read(report[0], &exec_errno, sizeof(exec_errno));  // EOF once execve succeeded
+  close(report[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (got == static_cast<ssize_t>(sizeof(exec_errno))) {
+    throw std::runtime_error(fmt::format("cannot launch '{}': {}", path, std::strerror(exec_errno)));
+  }
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
 int launchLocal(int nproc, const std::vector<std::string>& argv) {
   if (nproc < 1) throw std::runtime_error(fmt::format("--nproc-per-node must be at least 1, got {}", nproc));
   if (argv.empty()) throw std::runtime_error("launchLocal: empty command line");

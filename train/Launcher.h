@@ -22,4 +22,9 @@ int launchLocal(int nproc, const std::vector<std::string>& argv);
 // The running executable (/proc/self/exe), for a command that relaunches itself.
 std::string currentExecutable();
 
+// Runs argv (argv[0] as for launchLocal) to completion with this process's environment, stdin,
+// stdout and stderr; the child gets SIGTERM if this process dies. Returns its exit code (128 +
+// signal number when it was killed); throws if it cannot be started.
+int runProcess(const std::vector<std::string>& argv);
+
 }  // namespace latentcell::train

@@ -745,6 +745,31 @@ Stage2Run loadStage2Run(const std::string& run_dir, const c10::Device& device, c
   return run;
 }
 
+std::vector<int64_t> priorCellRows(const Stage2Config& config, const data::DataFrame& obs, const std::string& source) {
+  std::vector<int64_t> rows;
+  const std::set<std::string> drop(config.data.exclude_values.begin(), config.data.exclude_values.end());
+  const auto* column = config.data.exclude_column.empty() ? nullptr : &obs.at(config.data.exclude_column, "obs of " + source);
+  const int64_t n = static_cast<int64_t>(obs.index.size());
+  for (int64_t i = 0; i < n; ++i)
+    if (column == nullptr || !drop.count(column->text(i))) rows.push_back(i);
+  return rows;
+}
+
+std::vector<int64_t> priorTrainingRows(const std::string& run_dir, const data::DataFrame& obs, const std::string& source) {
+  const auto config_path = (fs::path(run_dir) / "config.yaml").string();
+  if (!fs::exists(config_path) || core::peekConfigString(config_path, "task") != "stage2") {
+    throw std::invalid_argument(run_dir + " is not a prior run (no config.yaml with task: stage2); pass the run "
+                                "directory of a stage-2 prior");
+  }
+  Stage2Config config;
+  core::loadConfigFile(config, config_path);
+  const auto rows = priorCellRows(config, obs, source);
+  const auto split = data::loadSplit(run_dir, static_cast<int64_t>(rows.size()));
+  std::vector<int64_t> out;
+  for (int64_t i : split.indices(data::SplitPart::Train)) out.push_back(rows[static_cast<size_t>(i)]);
+  return out;
+}
+
 at::Tensor toAutoencoderLatent(const Stage2Run& run, const at::Tensor& latents) {
   if (!run.latent_mean.defined()) return latents;  // codes
   const auto& mean = run.latent_mean;

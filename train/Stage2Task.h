@@ -114,6 +114,14 @@ struct Stage2Run {
 // or `autoencoder_override`, which must be the same autoencoder (weights checksum), else an error.
 Stage2Run loadStage2Run(const std::string& run_dir, const c10::Device& device, const std::string& autoencoder_override = "");
 
+// Rows of a data file (its obs) that a prior's cells and split index: all but those data.exclude_*
+// drops, in file order.
+std::vector<int64_t> priorCellRows(const Stage2Config& config, const data::DataFrame& obs, const std::string& source);
+
+// The rows of `obs`, the prior run's data file, in the run's training split (not validation, not
+// held out): the cells a baseline of the same split may learn from.
+std::vector<int64_t> priorTrainingRows(const std::string& run_dir, const data::DataFrame& obs, const std::string& source);
+
 // Prior latents -> the autoencoder's latent form (undoes the standardisation of continuous latents).
 at::Tensor toAutoencoderLatent(const Stage2Run& run, const at::Tensor& latents);
 
