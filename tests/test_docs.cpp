@@ -100,7 +100,7 @@ TEST(ConfigReference, DefaultsLoadBackAsTheTasksConfig) {
 TEST(UserGuide, HasASectionForEverySubcommand) {
   const auto help = runBinary("--help");
   ASSERT_EQ(help.status, 0) << help.out;
-  const auto at = help.out.find("SUBCOMMANDS:");
+  const auto at = help.out.find("\nSubcommands:\n");
   ASSERT_NE(at, std::string::npos) << help.out;
   const std::string guide = readFile(sourcePath("docs/user-guide.md"));
   ASSERT_FALSE(guide.empty());
