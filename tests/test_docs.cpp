@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <sys/wait.h>
@@ -25,7 +26,8 @@ std::string readFile(const std::string& path) {
 
 // stdout only (runBinary merges stderr, where logging goes), and the exit status.
 BinaryRun runStdout(const std::string& args) {
-  const std::string cmd = std::string("'") + LATENTCELL_BINARY + "' " + args + " 2>/dev/null";
+  std::string cmd = "'";
+  cmd.append(LATENTCELL_BINARY).append("' ").append(args).append(" 2>/dev/null");
   BinaryRun r;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return r;
@@ -81,15 +83,22 @@ TEST(ConfigReference, DefaultsLoadBackAsTheTasksConfig) {
   // `config defaults NAME` is a starting file: `train` must read it as NAME's struct (its `task`
   // picks the struct, and every key must be known to it). An unknown override is rejected after the
   // file has been read and before anything runs, so the error must name the override, not the file.
+  // The error lists the top-level keys of the struct the file was read as.
+  const std::pair<const char*, const char*> keys_of[] = {
+      {"smoke", "known top-level keys: task, seed, device, run_dir, model, data, trainer"},
+      {"stage1", "known top-level keys: task, seed, device, run_dir, data, model, bottleneck, head, trainer"},
+      {"stage2", "known top-level keys: task, seed, device, run_dir, autoencoder, data, prior, finetune, trainer"}};
   TempDir dir;
-  for (const std::string task : {"smoke", "stage1", "stage2"}) {
+  for (const auto& [name, keys] : keys_of) {
+    const std::string task = name;
     const auto dump = runStdout("config defaults " + task);
     ASSERT_EQ(dump.status, 0) << task;
     const std::string path = dir.file(task + ".yaml");
     std::ofstream(path) << dump.out;
     const auto bad = runBinary("train '" + path + "' no_such_key=1");
     EXPECT_EQ(bad.status, 2) << bad.out;
-    EXPECT_NE(bad.out.find("no_such_key"), std::string::npos) << bad.out;
+    EXPECT_NE(bad.out.find("unknown key 'no_such_key' in command line override"), std::string::npos) << bad.out;
+    EXPECT_NE(bad.out.find(keys), std::string::npos) << bad.out;
     EXPECT_EQ(bad.out.find(path + ":"), std::string::npos) << "the file itself was rejected: " << bad.out;
   }
   const auto unknown = runBinary("config defaults stage9");
