@@ -29,5 +29,6 @@ Command addReconstructCommand(CLI::App& parent);
 Command addBaselineCommand(CLI::App& parent);
 Command addGenerateCommand(CLI::App& parent);
 Command addRunCommand(CLI::App& parent);
+Command addConfigCommand(CLI::App& parent);
 
 }  // namespace latentcell::cli

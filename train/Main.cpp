@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
                                          addEvaluateCommand(app), addEncodeCommand(app),
                                          addReconstructCommand(app), addBaselineCommand(app),
                                          addGenerateCommand(app),
-                                         addRunCommand(app)};
+                                         addRunCommand(app),
+                                         addConfigCommand(app)};
 
   try {
     app.parse(argc, argv);
