@@ -397,7 +397,7 @@ std::string lossFigure(const LossCurve& curve) {
   spec.xLabel = "training step";
   spec.logY = lo > 0 && hi / lo > 30;
   spec.yLabel = spec.logY ? "loss (log scale)" : "loss";
-  spec.width = 460, spec.height = 320;
+  spec.width = 420, spec.height = 300;
   spec.attributes = {{"data-kind", "loss"}, {"data-run", curve.label}};
   return renderSvgPlot(series, spec);
 }

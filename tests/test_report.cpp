@@ -1,9 +1,11 @@
-// `latentcell report` through the binary, as a user runs it, on small run directories made here: a
+// eval/SvgPlot's ticks and markup, then `latentcell report` through the binary, as a user runs it, on small run directories made here: a
 // training log, evaluation tables with known means and a simulated pred/real pair in the layout of
 // `latentcell run` (RUN/generate/{pred,real}.h5ad). The page must parse as XML, hold the expected
 // figures, show the CSV means, and its delta panels' Pearson r must equal numpy's on the same files
 // (tests/python/report_reference.py); bad inputs exit 2 naming what is wrong.
 #include "TestUtil.h"
+
+#include "eval/SvgPlot.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -51,7 +53,7 @@ void writeDistributionCsv(const fs::path& dir) {
 }
 
 // RUN_DIR "run" (a training log, one evaluation with both tables, simulated pred and real cells
-// under generate/) and "other" (an evaluation with distribution.csv only).
+// under generate/) and "other" (an evaluation with distribution.csv only, and a reconstruction one).
 struct Runs {
   TempDir dir;
   std::string run = dir.file("run"), other = dir.file("other");
@@ -74,6 +76,9 @@ struct Runs {
                                                     "std,0.1,0.2,\n";
     writeDistributionCsv(run + "/eval");
     writeDistributionCsv(other + "/eval");
+    fs::create_directories(other + "/recon");  // a stage-1 evaluation: summary.json of --profile reconstruction
+    std::ofstream(other + "/recon/summary.json")
+        << R"({"profile": "reconstruction", "reconstruction": {"all": {"pcc": 0.25, "mse": 2.5}, "top_k": 100}})";
   }
 
   // Real and predicted cells: two simulated screens with the same genes and labels (seeds differ).
@@ -89,6 +94,53 @@ struct Runs {
 void expectSameNumber(double expected, double actual, const std::string& what) {
   if (std::isnan(expected)) EXPECT_TRUE(std::isnan(actual)) << what << ": " << actual;
   else EXPECT_DOUBLE_EQ(expected, actual) << what;
+}
+
+TEST(SvgPlot, NiceTicksCoverTheRangeInEvenNiceSteps) {
+  EXPECT_EQ(eval::niceTicks(0, 10, 5), (std::vector<double>{0, 2, 4, 6, 8, 10}));
+  for (const auto& [lo, hi] : {std::pair{-3.7, 12.1}, {0.0012, 0.0047}, {-250.0, -3.0}, {1e5, 7.3e6}, {0.9, 1.1}}) {
+    const std::vector<double> ticks = eval::niceTicks(lo, hi, 5);
+    ASSERT_GE(ticks.size(), 3u) << lo << " " << hi;
+    EXPECT_LE(ticks.size(), 11u) << lo << " " << hi;
+    const double step = ticks[1] - ticks[0];
+    const double mantissa = step / std::pow(10.0, std::floor(std::log10(step) + 1e-9));
+    EXPECT_TRUE(std::abs(mantissa - 1) < 1e-6 || std::abs(mantissa - 2) < 1e-6 || std::abs(mantissa - 5) < 1e-6) << step;
+    for (size_t i = 0; i < ticks.size(); ++i) {
+      EXPECT_GE(ticks[i], lo - 1e-9 * std::abs(lo));
+      EXPECT_LE(ticks[i], hi + 1e-9 * std::abs(hi));
+      if (i > 0) {
+        EXPECT_NEAR(ticks[i] - ticks[i - 1], step, 1e-9 * step);
+      }
+    }
+    EXPECT_LT(ticks.front() - step, lo);  // no multiple of the step in range is left out
+    EXPECT_GT(ticks.back() + step, hi);
+  }
+}
+
+TEST(SvgPlot, MarkupEscapesTextSkipsGapsAndTicksLogAxesAtPowersOfTen) {
+  eval::PlotSeries line;
+  line.label = "loss <train>";
+  line.color = "#1f77b4";
+  line.x = {1, 2, 3, 4, 5};
+  line.y = {1000, 100, std::nan(""), 10, 1};
+  eval::PlotSpec spec;
+  spec.title = "a & b";
+  spec.xLabel = "step";
+  spec.yLabel = "loss";
+  spec.logY = true;
+  spec.attributes = {{"data-run", "x\"y"}};
+  const std::string svg = eval::renderSvgPlot({line}, spec);
+  EXPECT_NE(svg.find(">a &amp; b</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">loss &lt;train&gt;</text>"), std::string::npos);
+  EXPECT_NE(svg.find("data-run=\"x&quot;y\""), std::string::npos);
+  for (const char* tick : {">1</text>", ">10</text>", ">100</text>", ">1000</text>"}) EXPECT_NE(svg.find(tick), std::string::npos) << tick;
+  // The NaN splits the line in two pieces: two move-to commands in the data path.
+  const size_t path = svg.find("stroke=\"#1f77b4\" stroke-width=\"1.8\"");
+  ASSERT_NE(path, std::string::npos);
+  const std::string d = svg.substr(path, svg.find("/>", path) - path);
+  EXPECT_EQ(count(d, "M"), 2) << d;
+  EXPECT_EQ(count(svg, "<svg "), 1);
+  EXPECT_EQ(svg.substr(svg.size() - 6), "</svg>");
 }
 
 TEST(Report, WritesLabelledFiguresTablesAndSummary) {
@@ -113,9 +165,10 @@ TEST(Report, WritesLabelledFiguresTablesAndSummary) {
 
   const std::string md = readText(runs.dir.file("out/report.md"));
   EXPECT_NE(md.find("| run | 50 | 2.25 | 2.75 | 2.75 |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| metric | run/eval | other/eval |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| w1 | 1.875 | 1.875 |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| mse | 0.1235 | – |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| metric | run/eval | other/eval | other/recon |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| w1 | 1.875 | 1.875 | – |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| mse | 0.1235 | – | – |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| mse | – | – | 2.5 |"), std::string::npos) << md;
 
   // At most --max-perturbations panels.
   const auto few = runBinary("report '" + runs.run + "' --out '" + runs.dir.file("few.html") +
@@ -148,9 +201,12 @@ TEST(Report, AgreesWithCsvMeansAndNumpy) {
   // Table: every metric in each column, values equal to the CSV means; other/eval has no cell-eval cells.
   std::map<std::pair<std::string, std::string>, double> cells;
   for (const auto& c : got["table"]) cells[{c["column"], c["metric"]}] = std::stod(c["value"].get<std::string>());
-  EXPECT_EQ(cells.size(), kCellEvalMean.size() + 2 * kDistributionMean.size());
-  EXPECT_EQ(got["missing_cells"], int(kCellEvalMean.size()));
+  const size_t filled = kCellEvalMean.size() + 2 * kDistributionMean.size() + 2, rows = kCellEvalMean.size() + kDistributionMean.size() + 2;
+  EXPECT_EQ(cells.size(), filled);
+  EXPECT_EQ(got["missing_cells"], int(3 * rows - filled));
   for (const auto& [metric, mean] : kCellEvalMean) expectSameNumber(mean, cells.at({"run/eval", metric}), metric);
+  EXPECT_EQ(cells.at({"other/recon", "pcc"}), 0.25);
+  EXPECT_EQ(cells.at({"other/recon", "mse"}), 2.5);
   for (const auto& column : {"run/eval", "other/eval"})
     for (const auto& [metric, mean] : kDistributionMean) expectSameNumber(mean, cells.at({column, metric}), metric);
 
