@@ -425,21 +425,34 @@ std::string deltaFigure(const DeltaPanel& p) {
 }
 
 std::string pcaFigure(const PredictionFigures& f) {
-  PlotSeries real, pred;
-  real.label = "real (" + std::to_string(f.realPc1.size()) + " of " + std::to_string(f.realCells) + " cells)";
-  pred.label = "generated (" + std::to_string(f.predPc1.size()) + " of " + std::to_string(f.predCells) + " cells)";
-  real.color = "#1f77b4", pred.color = "#ff7f0e";
-  real.style = pred.style = SeriesStyle::Points;
-  real.pointRadius = pred.pointRadius = 1.8;
-  real.opacity = pred.opacity = 0.45;
-  real.x = f.realPc1, real.y = f.realPc2, pred.x = f.predPc1, pred.y = f.predPc2;
+  // The two sides are drawn in alternating slices (every kSlices-th cell each), so that neither
+  // colour covers the other wholesale; only the first slice of a side carries its legend label.
+  constexpr size_t kSlices = 8;
+  const struct {
+    const std::vector<double>&pc1, &pc2;
+    std::string label, color;
+  } sides[] = {{f.realPc1, f.realPc2, "real (" + std::to_string(f.realPc1.size()) + " of " + std::to_string(f.realCells) + " cells)", "#1f77b4"},
+               {f.predPc1, f.predPc2, "generated (" + std::to_string(f.predPc1.size()) + " of " + std::to_string(f.predCells) + " cells)", "#ff7f0e"}};
+  std::vector<PlotSeries> series;
+  for (size_t slice = 0; slice < kSlices; ++slice)
+    for (const auto& side : sides) {
+      PlotSeries s;
+      s.label = slice == 0 ? side.label : "";
+      s.color = side.color;
+      s.style = SeriesStyle::Points;
+      s.pointRadius = 1.8;
+      s.opacity = 0.45;
+      for (size_t i = slice; i < side.pc1.size(); i += kSlices) s.x.push_back(side.pc1[i]), s.y.push_back(side.pc2[i]);
+      series.push_back(std::move(s));
+    }
   PlotSpec spec;
   spec.title = f.label + ": PCA of real and generated cells";
   spec.xLabel = "PC1 (" + fixed(100 * f.varianceShare[0], "%.1f") + "% of real variance)";
   spec.yLabel = "PC2 (" + fixed(100 * f.varianceShare[1], "%.1f") + "% of real variance)";
   spec.width = 560, spec.height = 460;
-  spec.attributes = {{"data-kind", "pca"}};
-  return renderSvgPlot({real, pred}, spec);
+  spec.attributes = {{"data-kind", "pca"},
+                     {"data-variance-share", exactNumber(f.varianceShare[0]) + " " + exactNumber(f.varianceShare[1])}};
+  return renderSvgPlot(series, spec);
 }
 
 // ---- writers -----------------------------------------------------------------------------------
@@ -543,7 +556,8 @@ ReportInputs findReportInputs(const std::vector<std::string>& runDirs, int maxDe
          it != fs::recursive_directory_iterator(); ++it) {
       if (!it->is_directory() || it->is_symlink()) continue;
       const std::string leaf = it->path().filename().string();
-      if (it.depth() >= maxDepth || leaf == "checkpoints" || leaf == "tensorboard") it.disable_recursion_pending();
+      // depth() is 0 for the run directory's children: a directory at depth maxDepth - 1 is the last level.
+      if (it.depth() + 1 >= maxDepth || leaf == "checkpoints" || leaf == "tensorboard") it.disable_recursion_pending();
       if (leaf != "checkpoints" && leaf != "tensorboard") dirs.push_back(it->path());
     }
     std::sort(dirs.begin() + 1, dirs.end());

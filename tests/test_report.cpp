@@ -210,6 +210,11 @@ TEST(Report, AgreesWithCsvMeansAndNumpy) {
   for (const auto& column : {"run/eval", "other/eval"})
     for (const auto& [metric, mean] : kDistributionMean) expectSameNumber(mean, cells.at({column, metric}), metric);
 
+  // PCA: fitted on the real cells as numpy's SVD fits them (shares of the total variance of PC1, PC2).
+  const auto& share = got["pca_variance_share"];
+  ASSERT_EQ(share["html"].size(), 2u);
+  for (int k = 0; k < 2; ++k) EXPECT_NEAR(share["html"][k].get<double>(), share["numpy"][k].get<double>(), 1e-6) << "PC" << k + 1;
+
   // Delta panels: r as numpy computes it from the same files, and shown in the title.
   ASSERT_EQ(got["panels"].size(), 3u);
   for (const auto& [pert, panel] : got["panels"].items()) {
@@ -233,8 +238,21 @@ TEST(Report, BadInputsExitTwoNamingThem) {
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("'" + dir.file("empty") + "' holds nothing to report"), std::string::npos) << r.out;
 
+  // Searched three levels deep: a log at level 3 is found, one at level 4 is not.
+  const std::string log = R"({"step":1,"loss":2.0,"split":"train"})";
+  fs::create_directories(dir.file("deep3/a/b/c"));
+  std::ofstream(dir.file("deep3/a/b/c/metrics.jsonl")) << log << "\n";
+  r = runBinary("report '" + dir.file("deep3") + "' --out '" + dir.file("deep3.html") + "'");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(readText(dir.file("deep3.md")).find("| deep3/a/b/c | 1 | 2 |"), std::string::npos);
+  fs::create_directories(dir.file("deep4/a/b/c/d"));
+  std::ofstream(dir.file("deep4/a/b/c/d/metrics.jsonl")) << log << "\n";
+  r = runBinary("report '" + dir.file("deep4") + "' --out '" + dir.file("r.html") + "'");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("holds nothing to report within 3 levels"), std::string::npos) << r.out;
+
   fs::create_directories(dir.file("bad"));
-  std::ofstream(dir.file("bad/metrics.jsonl")) << R"({"step":1,"loss":2.0,"split":"train"})" << "\n{not json\n";
+  std::ofstream(dir.file("bad/metrics.jsonl")) << log << "\n{not json\n";
   r = runBinary("report '" + dir.file("bad") + "' --out '" + dir.file("r.html") + "'");
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find(dir.file("bad/metrics.jsonl") + ":2 is not JSON"), std::string::npos) << r.out;

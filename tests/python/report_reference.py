@@ -6,7 +6,8 @@ usage: report_reference.py read REPORT.html PREDICTIONS_DIR PERT_COL CONTROL OUT
 read: parses the page with xml.etree (which fails on malformed markup), lists its inline figures
 (by data-kind), the metrics table's cells and the delta panels' Pearson r and titles, and recomputes
 each panel's r with numpy from PREDICTIONS_DIR/{pred,real}.h5ad: counts normalised to 1e4 per cell
-and log1p'd, log1p input used as is, per-gene mean of the perturbation minus the control mean.
+and log1p'd, log1p input used as is, per-gene mean of the perturbation minus the control mean; and
+the PCA figure's variance shares of PC1 and PC2 from numpy's SVD of the real cells.
 log1p: writes IN with X = log1p(normalize_total(1e4)) (float32), for the log1p input path.
 """
 import json
@@ -31,6 +32,13 @@ def log1p_normalised(x):
         x = np.divide(x * 1e4, totals, out=np.zeros_like(x), where=totals > 0)
         return np.log1p(x)
     return x
+
+
+def pca_variance_share(directory):
+    """Share of the real cells' total variance on their first two principal components."""
+    x = log1p_normalised(dense(ad.read_h5ad(f"{directory}/real.h5ad").X))
+    s = np.linalg.svd(x - x.mean(axis=0), compute_uv=False)
+    return [float(v) for v in s[:2] ** 2 / (x.shape[0] - 1) / x.var(axis=0, ddof=1).sum()]
 
 
 def numpy_r(directory, pert_col, control):
@@ -69,7 +77,10 @@ def read(html_path, directory, pert_col, control, out_path):
         p = s.get("data-perturbation")
         title = s.find(f"{SVG}text").text  # the first text element is the visible title
         panels[p] = {"html_r": float(s.get("data-pearson-r")), "numpy_r": reference[p], "title": title}
+    pca = [s for s in svgs if s.get("data-kind") == "pca"]
     json.dump({"svg_kinds": kinds, "table": table, "panels": panels,
+               "pca_variance_share": {"html": [float(v) for v in pca[0].get("data-variance-share").split()] if pca else [],
+                                      "numpy": pca_variance_share(directory)},
                "missing_cells": sum(1 for td in root.iter(f"{HTML}td") if td.get("class") == "missing")},
               open(out_path, "w"), indent=1)
 
