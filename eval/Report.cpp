@@ -294,7 +294,17 @@ double totalVariance(const data::CsrMatrix& x) {
 
 PredictionFigures readPredictions(const ReportItem& item, const ReportOptions& o) {
   const std::string realPath = (item.dir / "real.h5ad").string(), predPath = (item.dir / "pred.h5ad").string();
-  data::AnnData real = data::readH5ad(realPath), pred = data::readH5ad(predPath);
+  // A file that cannot be read as h5ad is a bad input (exit 2), whatever the reader's error type.
+  auto read = [](const std::string& path) {
+    try {
+      return data::readH5ad(path);
+    } catch (const std::invalid_argument&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw std::invalid_argument(std::string("report: ") + e.what());
+    }
+  };
+  data::AnnData real = read(realPath), pred = read(predPath);
   if (real.var.index != pred.var.index)
     throw std::invalid_argument("report: " + predPath + " and " + realPath + " have different var_names (" +
                                 std::to_string(pred.n_vars()) + " vs " + std::to_string(real.n_vars()) +

@@ -265,6 +265,17 @@ TEST(Report, BadInputsExitTwoNamingThem) {
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("different var_names"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir.file("r.html")));
+
+  // pred.h5ad that is not an h5ad file; then a --pert-col the files lack.
+  std::ofstream(dir.file("pair/pred.h5ad")) << "not hdf5\n";
+  r = runBinary("report '" + dir.file("pair") + "' --out '" + dir.file("r.html") + "' --control-pert control");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find(dir.file("pair/pred.h5ad") + ": not an HDF5 file"), std::string::npos) << r.out;
+  fs::copy_file(dir.file("pair/real.h5ad"), dir.file("pair/pred.h5ad"), fs::copy_options::overwrite_existing);
+  r = runBinary("report '" + dir.file("pair") + "' --out '" + dir.file("r.html") + "' --pert-col guide");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("guide"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir.file("r.html")));
 }
 
 }  // namespace
