@@ -59,14 +59,6 @@ std::vector<int64_t> subsample(std::vector<int64_t> rows, int64_t cap, uint64_t 
   return rows;
 }
 
-// Step 2: counts -> normalize_total(target) + log1p; log1p input as is. Returns whether it normalised.
-bool toLog1p(data::CsrMatrix& x, double targetSum, const std::string& which, const std::string& source) {
-  if (looksLogNormalised(x, which, source)) return false;
-  data::normalizeTotalInPlace(x, targetSum);
-  data::log1pInPlace(x);
-  return true;
-}
-
 double nanMean(const std::vector<DistributionRow>& rows, double DistributionRow::*field) {
   double sum = 0;
   int64_t n = 0;
@@ -76,6 +68,13 @@ double nanMean(const std::vector<DistributionRow>& rows, double DistributionRow:
 }
 
 }  // namespace
+
+bool toDistributionLogSpace(data::CsrMatrix& x, double targetSum, const std::string& which, const std::string& source) {
+  if (looksLogNormalised(x, which, source)) return false;
+  data::normalizeTotalInPlace(x, targetSum);
+  data::log1pInPlace(x);
+  return true;
+}
 
 DistributionReport evaluateDistribution(data::AnnData real, data::AnnData pred,
                                         const DistributionOptions& o) {
@@ -115,7 +114,7 @@ DistributionReport evaluateDistribution(data::AnnData real, data::AnnData pred,
   parallelFor(2, o.threads, [&](int64_t side) {  // side 0 (real) first: its errors win
     data::CsrMatrix& x = side == 0 ? realX : predX;
     (side == 0 ? report.realNormalised : report.predNormalised) =
-        toLog1p(x, o.targetSum, side == 0 ? "real" : "pred", (side == 0 ? real : pred).source);
+        toDistributionLogSpace(x, o.targetSum, side == 0 ? "real" : "pred", (side == 0 ? real : pred).source);
     if (report.hvgSelected) x = data::selectGenes(x, columns);
   });
   report.genes = realX.cols;

@@ -62,6 +62,11 @@ struct DistributionReport {
   bool realNormalised = false, predNormalised = false;  // step 2 normalised counts
 };
 
+// Step 2 on one matrix, in place: integer-looking values (counts) are normalize_total(targetSum) +
+// log1p'd (returns true); log1p values (cell-eval's guess_is_lognorm) are left as they are (false);
+// values fitting neither are an invalid_argument naming `which` ("real", "pred") and `source`.
+bool toDistributionLogSpace(data::CsrMatrix& x, double targetSum, const std::string& which, const std::string& source);
+
 // Runs the protocol; invalid_argument (one line) for different var_names, a condition of real without
 // predicted cells (or the reverse), or values that are neither counts nor log1p.
 // `real` and `pred` are taken by value: their X is normalised in place (pass them with std::move when

@@ -30,5 +30,6 @@ Command addBaselineCommand(CLI::App& parent);
 Command addGenerateCommand(CLI::App& parent);
 Command addRunCommand(CLI::App& parent);
 Command addConfigCommand(CLI::App& parent);
+Command addReportCommand(CLI::App& parent);
 
 }  // namespace latentcell::cli

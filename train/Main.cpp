@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
                                          addReconstructCommand(app), addBaselineCommand(app),
                                          addGenerateCommand(app),
                                          addRunCommand(app),
-                                         addConfigCommand(app)};
+                                         addConfigCommand(app),
+                                         addReportCommand(app)};
 
   try {
     app.parse(argc, argv);
