@@ -28,5 +28,6 @@ Command addEncodeCommand(CLI::App& parent);
 Command addReconstructCommand(CLI::App& parent);
 Command addBaselineCommand(CLI::App& parent);
 Command addGenerateCommand(CLI::App& parent);
+Command addExportCommand(CLI::App& parent);
 
 }  // namespace latentcell::cli

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
                                          addSimulateCommand(app), addDataCommand(app),
                                          addEvaluateCommand(app), addEncodeCommand(app),
                                          addReconstructCommand(app), addBaselineCommand(app),
-                                         addGenerateCommand(app)};
+                                         addGenerateCommand(app),  addExportCommand(app)};
 
   try {
     app.parse(argc, argv);
