@@ -6,6 +6,7 @@
 #include "TestUtil.h"
 
 #include "core/Config.h"
+#include "core/Crc32c.h"
 #include "core/Safetensors.h"
 #include "data/Conditions.h"
 #include "data/H5ad.h"
@@ -143,6 +144,8 @@ TEST(Export, Stage1HoldsTheEmaWeightsBitwiseAndTheRunRecords) {
   EXPECT_EQ(m.at("format"), train::kExportFormat);
   EXPECT_EQ(m.at("kind"), "stage1");
   EXPECT_EQ(m.at("autoencoder.weights"), "ema");
+  const auto ema_bytes = readText((fs::path(checkpoint) / "ema.safetensors").string());
+  EXPECT_EQ(m.at("autoencoder.weights_crc32c"), std::to_string(core::crc32c(ema_bytes.data(), ema_bytes.size())));
   EXPECT_EQ(m.at("autoencoder.step"), "10");
   EXPECT_EQ(m.at("autoencoder.checkpoint"), fs::path(checkpoint).filename().string());
   EXPECT_FALSE(m.at("latentcell_version").empty());
@@ -218,6 +221,11 @@ TEST(Export, GenerateFromTheExportEqualsTheRunDirectoryAndItsAutoencoderReconstr
     ASSERT_EQ(out.status, 0) << out.out;
   }
   expectSameMatrix(dir.file("dir.h5ad"), dir.file("file.h5ad"));
+  // A prior run directory decoded by its autoencoder's export (the recorded checksum matches).
+  auto out = runBinary("generate --prior '" + r.prior + "' --autoencoder '" + r.ae_export + "' --like '" + r.data +
+                       "' --seed 5 --out '" + dir.file("override.h5ad") + "'");
+  ASSERT_EQ(out.status, 0) << out.out;
+  expectSameMatrix(dir.file("dir.h5ad"), dir.file("override.h5ad"));
   // The stage-2 export's autoencoder is the stage-1 run's.
   for (const auto& [name, run] : {std::pair<std::string, std::string>{"ae", r.ae}, {"bundled", r.prior_export}}) {
     const auto out = runBinary("reconstruct --run '" + run + "' --data '" + r.data + "' --out '" +

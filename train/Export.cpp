@@ -5,6 +5,7 @@
 
 #include "core/BuildInfo.h"
 #include "core/Config.h"
+#include "core/Crc32c.h"
 #include "train/Stage1Task.h"
 #include "train/Stage2Task.h"
 
@@ -55,6 +56,10 @@ void addAutoencoder(const Stage1Run& run, const std::string& run_dir, core::Name
                     std::map<std::string, std::string>& metadata) {
   addModel("autoencoder", run_dir, run.checkpoint, tensors, metadata);
   metadata["autoencoder.genes"] = nlohmann::json(run.genes).dump();
+  // The checksum a stage-2 run records of its autoencoder (autoencoder.json), so that a prior run
+  // directory can be decoded with this export (`generate --autoencoder`) under the same check.
+  const auto weights = readText(checkpointWeights(run.checkpoint));
+  metadata["autoencoder.weights_crc32c"] = std::to_string(core::crc32c(weights.data(), weights.size()));
 }
 
 }  // namespace

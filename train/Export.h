@@ -9,7 +9,7 @@
 //             prior.<name>             stage 2: the prior's state dict
 //             latent_stats.mean/std    stage 2, continuous latents: the latent standardisation
 //   metadata  format, kind (stage1 | stage2), latentcell_version, git_commit (of the exporter)
-//             autoencoder.config / .genes / .checkpoint / .step / .weights / .meta
+//             autoencoder.config / .genes / .checkpoint / .step / .weights / .meta / .weights_crc32c
 //             stage 2: prior.config / .checkpoint / .step / .weights / .meta, vocabularies,
 //             library_sizes
 // Keys are listed with their meaning in docs/export.md. The cell split is not exported: it indexes

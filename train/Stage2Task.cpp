@@ -219,7 +219,12 @@ uint32_t fileCrc(const std::string& path) {
   return crc;
 }
 
+// An exported autoencoder carries the checksum of the weights file it was exported from.
 AutoencoderRecord recordOf(const Stage1Run& run, const std::string& run_dir) {
+  if (isExportFile(run_dir)) {
+    return {run_dir, run.checkpoint,
+            static_cast<uint32_t>(std::stoul(readExport(run_dir).meta("autoencoder.weights_crc32c")))};
+  }
   return {run_dir, run.checkpoint, fileCrc(checkpointWeights(run.checkpoint))};
 }
 
