@@ -201,7 +201,7 @@ TEST(Export, Stage2HoldsPriorAutoencoderStatsAndRecords) {
   EXPECT_GT(library.overall.cells, 0);
 }
 
-TEST(Export, ReconstructFromTheExportEqualsTheRunDirectory) {
+TEST(Export, ReconstructAndEncodeFromTheExportEqualTheRunDirectory) {
   const auto& r = stage1Runs();
   const TempDir dir;
   for (const auto& [name, run] : {std::pair<std::string, std::string>{"dir", r.ae}, {"file", r.ae_export}}) {
@@ -210,6 +210,15 @@ TEST(Export, ReconstructFromTheExportEqualsTheRunDirectory) {
     ASSERT_EQ(out.status, 0) << out.out;
   }
   expectSameMatrix(dir.file("dir.h5ad"), dir.file("file.h5ad"));
+  // encode too: the latents (and every other tensor it writes) bitwise.
+  for (const auto& [name, run] : {std::pair<std::string, std::string>{"dir", r.ae}, {"file", r.ae_export}}) {
+    const auto out = runBinary("encode --run '" + run + "' --data '" + r.data + "' --out '" +
+                               dir.file(name + ".safetensors") + "'");
+    ASSERT_EQ(out.status, 0) << out.out;
+  }
+  const auto from_dir = core::loadSafetensors(dir.file("dir.safetensors"));
+  expectSameTensors(core::loadSafetensors(dir.file("file.safetensors")), "", from_dir);
+  EXPECT_GT(from_dir.tensors.size(), 0u);
 }
 
 TEST(Export, GenerateFromTheExportEqualsTheRunDirectoryAndItsAutoencoderReconstructs) {
@@ -284,6 +293,31 @@ TEST(Export, AnExportedPriorRefusesTheSplitAndAnotherAutoencoder) {
   out = runBinary("train '" + r.prior + "/config.yaml' 'autoencoder=" + r.ae_export + "' run_dir=" + dir.file("p2"));
   EXPECT_EQ(out.status, 2) << out.out;
   EXPECT_NE(out.out.find("is an exported file"), std::string::npos) << out.out;
+}
+
+// Acceptance of issue 8: both exports load in Python's safetensors, metadata included.
+TEST(Export, BothExportsLoadInPythonSafetensors) {
+  LATENTCELL_REQUIRE_PYTHON();
+  const auto& r = stage2Runs();
+  for (const auto& path : {r.ae_export, r.prior_export}) {
+    const auto file = core::loadSafetensors(path);
+    const auto command = "'" + test::pythonPath() +
+                         "' -c 'import json, sys\n"
+                         "from safetensors import safe_open\n"
+                         "from safetensors.torch import load_file\n"
+                         "tensors = load_file(sys.argv[1])\n"
+                         "meta = safe_open(sys.argv[1], framework=\"pt\").metadata()\n"
+                         "assert meta[\"format\"] == \"latentcell.export.v1\"\n"
+                         "print(len(tensors), meta[\"kind\"], len(json.loads(meta[\"autoencoder.genes\"])))' '" +
+                         path + "'";
+    FILE* pipe = popen(command.c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    char line[256] = {};
+    const bool read = std::fgets(line, sizeof line, pipe) != nullptr;
+    EXPECT_EQ(pclose(pipe), 0) << path;
+    ASSERT_TRUE(read) << path;
+    EXPECT_EQ(std::string(line), std::to_string(file.tensors.size()) + " " + file.metadata.at("kind") + " 20\n");
+  }
 }
 
 // The ```python block of docs/export.md.
