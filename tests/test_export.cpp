@@ -295,6 +295,52 @@ TEST(Export, AnExportedPriorRefusesTheSplitAndAnotherAutoencoder) {
   EXPECT_NE(out.out.find("is an exported file"), std::string::npos) << out.out;
 }
 
+// Runs without an EMA export their trained weights: PCA (fitted, never averaged) and an FSQ
+// autoencoder whose prior has no latent standardisation (codes).
+TEST(Export, RunsWithoutEmaAndCodePriorsExportAndGenerateTheSame) {
+  const auto& r = stage1Runs();
+  const TempDir dir;
+  const auto pca = dir.file("pca");
+  std::ofstream(dir.file("pca.yaml")) << "task: stage1\nseed: 0\ndevice: cpu\nrun_dir: " << pca << "\n"
+                                      << "data: {path: " << r.data << "}\nmodel: {family: pca, pca: {components: 4}}\n";
+  auto out = runBinary("train '" + dir.file("pca.yaml") + "'");
+  ASSERT_EQ(out.status, 0) << out.out;
+  ASSERT_EQ(runBinary("export --run '" + pca + "' --out '" + dir.file("pca.safetensors") + "'").status, 0);
+  const auto pca_file = core::loadSafetensors(dir.file("pca.safetensors"));
+  EXPECT_EQ(pca_file.metadata.at("autoencoder.weights"), "model");
+  expectSameTensors(pca_file, "autoencoder.",
+                    core::loadSafetensors((fs::path(latestCheckpoint(pca)) / "model.safetensors").string()));
+
+  const auto fsq = dir.file("fsq");
+  std::ofstream(dir.file("fsq.yaml")) << "task: stage1\nseed: 0\ndevice: cpu\nrun_dir: " << fsq << "\n"
+                                      << "data: {path: " << r.data << ", batch_size: 64}\n"
+                                      << "model: {family: mcab, mcab: {width: 16, heads: 2, encoder_blocks: 1,"
+                                      << " decoder_blocks: 1, latent_tokens: 4, latent_dim: 3}}\n"
+                                      << "bottleneck: {kind: fsq, levels: [3, 3, 3]}\nhead: {kind: nb}\n"
+                                      << "trainer: {max_steps: 6, log_every: 3}\n";
+  ASSERT_EQ((out = runBinary("train '" + dir.file("fsq.yaml") + "'")).status, 0) << out.out;
+  const auto prior = dir.file("ar");
+  std::ofstream(dir.file("ar.yaml")) << "task: stage2\nseed: 0\ndevice: cpu\nrun_dir: " << prior
+                                     << "\nautoencoder: " << fsq << "\ndata: {path: " << r.data
+                                     << ", conditions: [perturbation], control: control, batch_size: 32}\n"
+                                     << "prior: {kind: ar, backbone: {dim: 32, depth: 1, heads: 2}}\n"
+                                     << "trainer: {max_steps: 4, log_every: 2, eval_every: 4}\n";
+  ASSERT_EQ((out = runBinary("train '" + dir.file("ar.yaml") + "'")).status, 0) << out.out;
+  ASSERT_EQ((out = runBinary("export --run '" + prior + "' --out '" + dir.file("ar.safetensors") + "'")).status, 0)
+      << out.out;
+  const auto ar_file = core::loadSafetensors(dir.file("ar.safetensors"));
+  EXPECT_EQ(ar_file.metadata.at("prior.weights"), "model");
+  EXPECT_FALSE(ar_file.contains("latent_stats.mean"));
+  expectSameTensors(ar_file, "prior.",
+                    core::loadSafetensors((fs::path(latestCheckpoint(prior)) / "model.safetensors").string()));
+  for (const auto& [name, run] : {std::pair<std::string, std::string>{"dir", prior}, {"file", dir.file("ar.safetensors")}}) {
+    out = runBinary("generate --prior '" + run + "' --like '" + r.data + "' --seed 2 --out '" + dir.file(name + ".h5ad") +
+                    "'");
+    ASSERT_EQ(out.status, 0) << out.out;
+  }
+  expectSameMatrix(dir.file("dir.h5ad"), dir.file("file.h5ad"));
+}
+
 // Acceptance of issue 8: both exports load in Python's safetensors, metadata included.
 TEST(Export, BothExportsLoadInPythonSafetensors) {
   LATENTCELL_REQUIRE_PYTHON();
