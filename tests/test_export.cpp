@@ -261,6 +261,7 @@ TEST(Export, BadRunsFilesAndPathsAreOneLineErrors) {
   expectError("export --run '" + fresh + "' --out '" + dir.file("x.safetensors") + "'", "has no checkpoint yet");
   expectError("export --run '" + r.ae + "' --out '" + dir.file("no/such/dir/x.safetensors") + "'",
               "does not exist; create it first");
+  expectError("export --run '" + r.ae_export + "' --out '" + dir.file("x.safetensors") + "'", "is a file, not a run directory");
   EXPECT_FALSE(fs::exists(dir.file("x.safetensors")));
 
   // A safetensors file that is not an export (a checkpoint's weights) is refused by name.
