@@ -256,27 +256,44 @@ void saveVocabularies(const std::vector<Vocabulary>& vocabularies, const std::st
             filePath(run_dir, "vocabularies.json"));
 }
 
-std::vector<Vocabulary> loadVocabularies(const std::string& run_dir) {
-  const std::string path = filePath(run_dir, "vocabularies.json");
-  const json j = readJson(path);
+namespace {
+
+std::vector<Vocabulary> vocabulariesFromJson(const json& j, const std::string& source) {
   std::vector<Vocabulary> out;
   try {
     if (j.at("format") != "latentcell-vocabularies" || j.at("version") != 1)
-      throw std::runtime_error(path + ": not a latentcell vocabularies file of version 1");
+      throw std::runtime_error(source + ": not a latentcell vocabularies file of version 1");
     for (const auto& e : j.at("vocabularies")) {
       Vocabulary v;
       v.column = e.at("column").get<std::string>();
       v.control = e.at("control").get<std::string>();
       v.values = e.at("values").get<std::vector<std::string>>();
       if (v.hasControl() && (v.values.empty() || v.values[0] != v.control))
-        throw std::runtime_error(path + ": vocabulary '" + v.column + "' does not start with its control '" +
+        throw std::runtime_error(source + ": vocabulary '" + v.column + "' does not start with its control '" +
                                  v.control + "'");
       out.push_back(std::move(v));
     }
   } catch (const json::exception& e) {
-    throw std::runtime_error(path + ": malformed vocabularies: " + e.what());
+    throw std::runtime_error(source + ": malformed vocabularies: " + e.what());
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<Vocabulary> loadVocabularies(const std::string& run_dir) {
+  const std::string path = filePath(run_dir, "vocabularies.json");
+  return vocabulariesFromJson(readJson(path), path);
+}
+
+std::vector<Vocabulary> parseVocabularies(const std::string& json_text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const json::exception& e) {
+    throw std::runtime_error(source + ": not valid JSON: " + e.what());
+  }
+  return vocabulariesFromJson(j, source);
 }
 
 void saveSplit(const Split& split, const std::string& run_dir) {

@@ -78,6 +78,8 @@ Split holdOutSplit(const DataFrame& obs, const std::vector<HoldOutRule>& test_ru
 // that it covers `expected_cells` cells (when >= 0); errors name the file.
 void saveVocabularies(const std::vector<Vocabulary>& vocabularies, const std::string& run_dir);
 std::vector<Vocabulary> loadVocabularies(const std::string& run_dir);
+// The vocabularies of a vocabularies.json text held in memory; `source` names it in errors.
+std::vector<Vocabulary> parseVocabularies(const std::string& json_text, const std::string& source);
 void saveSplit(const Split& split, const std::string& run_dir);
 Split loadSplit(const std::string& run_dir, int64_t expected_cells = -1);
 

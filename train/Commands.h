@@ -31,5 +31,6 @@ Command addGenerateCommand(CLI::App& parent);
 Command addRunCommand(CLI::App& parent);
 Command addConfigCommand(CLI::App& parent);
 Command addReportCommand(CLI::App& parent);
+Command addExportCommand(CLI::App& parent);
 
 }  // namespace latentcell::cli

@@ -28,7 +28,7 @@ Command addEncodeCommand(CLI::App& parent) {
   auto args = std::make_shared<Args>();
   Command cmd;
   cmd.app = parent.add_subcommand("encode", "Write per-cell latents of a trained autoencoder (for priors)");
-  cmd.app->add_option("--run", args->run, "stage-1 run directory")->required();
+  cmd.app->add_option("--run", args->run, "stage-1 run directory, or a `latentcell export` file")->required();
   cmd.app->add_option("--data", args->data, "h5ad file with the cells to encode")->required();
   cmd.app->add_option("--out", args->out, "output .safetensors file")->required();
   cmd.app->add_option("--matrix", args->matrix, "counts matrix: X, layers/NAME or raw/X (default: the run's)");

@@ -163,7 +163,7 @@ Command addGenerateCommand(CLI::App& parent) {
   auto args = std::make_shared<Args>();
   Command cmd;
   cmd.app = parent.add_subcommand("generate", "Generate cells with a trained prior, shaped like a real h5ad");
-  cmd.app->add_option("--prior", args->prior, "stage-2 run directory")->required();
+  cmd.app->add_option("--prior", args->prior, "stage-2 run directory, or its `latentcell export` file")->required();
   auto* like = cmd.app->add_option("--like", args->like,
                                     "real h5ad whose condition combinations and cell counts to generate");
   auto* conditions = cmd.app->add_option(
@@ -187,6 +187,7 @@ Command addGenerateCommand(CLI::App& parent) {
   cmd.app->add_option("--device", args->device, "auto, cpu, cuda or cuda:N");
   cmd.run = [args] {
     const auto device = core::resolveDevice(args->device);
+    if (args->cells == "test") train::requireRunDirectory(args->prior, "--cells test");
     auto run = train::loadStage2Run(args->prior, device, args->autoencoder);
     auto& ae = run.autoencoder;
     const auto& c = run.config;

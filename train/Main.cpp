@@ -45,7 +45,8 @@ int main(int argc, char** argv) {
                                          addGenerateCommand(app),
                                          addRunCommand(app),
                                          addConfigCommand(app),
-                                         addReportCommand(app)};
+                                         addReportCommand(app),
+                                         addExportCommand(app)};
 
   try {
     app.parse(argc, argv);

@@ -33,7 +33,7 @@ Command addReconstructCommand(CLI::App& parent) {
   auto args = std::make_shared<Args>();
   Command cmd;
   cmd.app = parent.add_subcommand("reconstruct", "Encode and decode cells with a trained autoencoder");
-  cmd.app->add_option("--run", args->run, "stage-1 run directory")->required();
+  cmd.app->add_option("--run", args->run, "stage-1 run directory, or a `latentcell export` file")->required();
   cmd.app->add_option("--data", args->data, "h5ad file with the cells to reconstruct")->required();
   cmd.app->add_option("--out", args->out, "output .h5ad file")->required();
   cmd.app->add_option("--real-out", args->real_out,

@@ -10,8 +10,10 @@
 #include "data/H5ad.h"
 #include "data/Preprocess.h"
 #include "train/Checkpoint.h"
+#include "train/Export.h"
 #include "train/TrainingProcess.h"
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -271,11 +273,54 @@ TrainSummary runStage1Task(Stage1Config c, bool resume, const std::vector<std::s
   return summary;
 }
 
+namespace {
+
+// The model of `run` (config, genes filled in) with `weights`; `source` names them in errors.
+void buildModel(Stage1Run& run, const core::NamedTensors& weights, const std::string& source, const c10::Device& device) {
+  run.model = std::make_shared<models::Autoencoder>(static_cast<int64_t>(run.genes.size()), run.config.model,
+                                                    run.config.bottleneck, run.config.head);
+  core::loadStateDict(*run.model, weights, true, source);
+  run.model->to(device);
+  run.model->eval();
+  run.tokens = tokenizerOptions(run.config.data, static_cast<uint64_t>(run.config.seed));
+}
+
+}  // namespace
+
+std::string checkpointWeights(const std::string& checkpoint) {
+  const auto ema = fs::path(checkpoint) / "ema.safetensors";
+  return (fs::exists(ema) ? ema : fs::path(checkpoint) / "model.safetensors").string();
+}
+
+void requireRunDirectory(const std::string& run, const std::string& option) {
+  if (isExportFile(run)) {
+    throw std::invalid_argument(option + " needs the cell split of a run directory, and " + run +
+                                " is an exported file (which holds none): pass the run directory, or select all cells");
+  }
+}
+
+Stage1Run loadStage1Run(const ExportFile& file, const c10::Device& device) {
+  Stage1Run run;
+  core::loadConfigText(run.config, file.meta("autoencoder.config"), file.path + " [autoencoder.config]");
+  try {
+    run.genes = nlohmann::json::parse(file.meta("autoencoder.genes")).get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(file.path + ": autoencoder.genes is not a JSON list of gene names: " + e.what());
+  }
+  if (run.genes.empty()) throw std::invalid_argument(file.path + ": autoencoder.genes lists no genes");
+  run.checkpoint = file.path;
+  const auto weights = file.tensorsUnder("autoencoder.");
+  buildModel(run, weights.tensors, weights.source, device);
+  return run;
+}
+
 Stage1Run loadStage1Run(const std::string& run_dir, const c10::Device& device) {
+  if (isExportFile(run_dir)) return loadStage1Run(readExport(run_dir), device);
   Stage1Run run;
   const auto config_path = (fs::path(run_dir) / "config.yaml").string();
   if (!fs::exists(config_path)) {
-    throw std::invalid_argument(run_dir + " has no config.yaml: pass the directory of a `latentcell train` run");
+    throw std::invalid_argument(run_dir + " has no config.yaml: pass the directory of a `latentcell train` run "
+                                "or a file written by `latentcell export`");
   }
   if (core::peekConfigString(config_path, "task") != "stage1") {
     throw std::invalid_argument(run_dir + " is not a stage-1 run (its config.yaml says task: " +
@@ -286,14 +331,8 @@ Stage1Run loadStage1Run(const std::string& run_dir, const c10::Device& device) {
   const auto latest = CheckpointManager(run_dir, 1).latest();
   if (!latest) throw std::invalid_argument(run_dir + " has no checkpoint yet; train it first");
   run.checkpoint = *latest;
-  run.model = std::make_shared<models::Autoencoder>(static_cast<int64_t>(run.genes.size()), run.config.model,
-                                                    run.config.bottleneck, run.config.head);
-  const auto ema_path = fs::path(run.checkpoint) / "ema.safetensors";
-  const auto weights_path = fs::exists(ema_path) ? ema_path : fs::path(run.checkpoint) / "model.safetensors";
-  core::loadStateDict(*run.model, core::loadSafetensors(weights_path.string()).tensors, true, weights_path.string());
-  run.model->to(device);
-  run.model->eval();
-  run.tokens = tokenizerOptions(run.config.data, static_cast<uint64_t>(run.config.seed));
+  const auto weights = checkpointWeights(run.checkpoint);
+  buildModel(run, core::loadSafetensors(weights).tensors, weights, device);
   return run;
 }
 
@@ -310,6 +349,7 @@ std::vector<int64_t> runCells(const std::string& run_dir, const std::string& whi
     for (int64_t i = 0; i < cells; ++i) rows[static_cast<size_t>(i)] = i;
     return rows;
   }
+  requireRunDirectory(run_dir, "--cells " + which);
   const auto split = data::loadSplit(run_dir, cells);
   if (which == "train") return split.indices(data::SplitPart::Train);
   if (which == "val") return split.indices(data::SplitPart::Val);

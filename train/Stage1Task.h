@@ -79,22 +79,37 @@ models::CellBatch makeCellBatch(const Stage1Data& data, const std::vector<int64_
 // command line is recorded in the checkpoints' run metadata.
 TrainSummary runStage1Task(Stage1Config config, bool resume, const std::vector<std::string>& command_line = {});
 
-// A trained autoencoder loaded from its run directory (EMA weights when the run kept them).
+struct ExportFile;
+
+// A trained autoencoder loaded from its run directory (EMA weights when the run kept them) or from
+// a file written by `latentcell export` (train/Export.h).
 struct Stage1Run {
   Stage1Config config;
   std::vector<std::string> genes;
   std::shared_ptr<models::Autoencoder> model;
-  std::string checkpoint;  // the checkpoint directory the weights came from
+  std::string checkpoint;  // the checkpoint directory the weights came from, or the export file
   data::TokenizerOptions tokens;
 };
+// `run_dir` is a run directory or an exported file (of a stage-1 or a stage-2 run: the autoencoder).
 Stage1Run loadStage1Run(const std::string& run_dir, const c10::Device& device);
+// The autoencoder of a read export (its autoencoder.* tensors and metadata).
+Stage1Run loadStage1Run(const ExportFile& file, const c10::Device& device);
+
+// The weights file of a checkpoint directory that loading uses: ema.safetensors when the run kept
+// EMA weights, else model.safetensors.
+std::string checkpointWeights(const std::string& checkpoint);
+
+// Throws std::invalid_argument, naming `option`, when `run` is an exported file: the option needs a
+// run directory's records (the cell split), which an export does not hold.
+void requireRunDirectory(const std::string& run, const std::string& option);
 
 // Reads `data_path` for a loaded run: its exclusions and vocabulary, the run's matrix unless
 // `matrix` is given, counts required when the model's head models counts.
 Stage1Data loadRunData(const Stage1Run& run, const std::string& data_path, const std::string& matrix = "");
 
 // Cells `which` ("all", "train" or "val") of `data` under the run's split; the split must have been
-// made on the same cells (checked by count).
+// made on the same cells (checked by count). train and val need a run directory (an export holds no
+// split).
 std::vector<int64_t> runCells(const std::string& run_dir, const std::string& which, int64_t cells);
 
 // Encodes (or reconstructs) `rows` of `data` in batches; `fn` gets each batch's rows and batch.

@@ -10,6 +10,7 @@
 #include "data/DistributedSampler.h"
 #include "priors/PriorFactory.h"
 #include "train/Checkpoint.h"
+#include "train/Export.h"
 #include "train/TrainingProcess.h"
 
 #include <nlohmann/json.hpp>
@@ -173,9 +174,15 @@ void LibrarySizeModel::save(const std::string& path) const {
 LibrarySizeModel LibrarySizeModel::load(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw std::invalid_argument(path + " is missing: not a stage-2 run directory");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse(text.str(), path);
+}
+
+LibrarySizeModel LibrarySizeModel::parse(const std::string& json_text, const std::string& source) {
   LibrarySizeModel m;
   try {
-    const auto j = nlohmann::json::parse(in);
+    const auto j = nlohmann::json::parse(json_text);
     m.overall = fitFromJson(j.at("overall"));
     for (const char* part : {"by_combination", "by_perturbation", "by_context"}) {
       if (!j.contains(part)) continue;
@@ -185,7 +192,7 @@ LibrarySizeModel LibrarySizeModel::load(const std::string& path) {
       for (const auto& [k, v] : j.at(part).items()) target[k] = fitFromJson(v);
     }
   } catch (const nlohmann::json::exception& e) {
-    throw std::invalid_argument(path + " is not a library-size file: " + e.what());
+    throw std::invalid_argument(source + " is not a library-size file: " + e.what());
   }
   return m;
 }
@@ -212,13 +219,13 @@ uint32_t fileCrc(const std::string& path) {
   return crc;
 }
 
-std::string weightsFile(const std::string& checkpoint) {
-  const auto ema = fs::path(checkpoint) / "ema.safetensors";
-  return (fs::exists(ema) ? ema : fs::path(checkpoint) / "model.safetensors").string();
-}
-
+// An exported autoencoder carries the checksum of the weights file it was exported from.
 AutoencoderRecord recordOf(const Stage1Run& run, const std::string& run_dir) {
-  return {run_dir, run.checkpoint, fileCrc(weightsFile(run.checkpoint))};
+  if (isExportFile(run_dir)) {
+    return {run_dir, run.checkpoint,
+            static_cast<uint32_t>(std::stoul(readExport(run_dir).meta("autoencoder.weights_crc32c")))};
+  }
+  return {run_dir, run.checkpoint, fileCrc(checkpointWeights(run.checkpoint))};
 }
 
 void saveRecord(const AutoencoderRecord& r, const std::string& run_dir) {
@@ -529,7 +536,7 @@ class SetPriorTrainable : public Trainable {
 std::string latestWeights(const std::string& run_dir) {
   const auto latest = CheckpointManager(run_dir, 1).latest();
   if (!latest) throw std::invalid_argument(run_dir + " has no checkpoint; train it first");
-  return weightsFile(*latest);
+  return checkpointWeights(*latest);
 }
 
 // Copies the weights of the prior in `source_run` into `prior`: same-named tensors of the same
@@ -595,6 +602,10 @@ TrainSummary runStage2Task(Stage2Config c, bool resume, const std::vector<std::s
   const auto device = process.device;
   auto& comm = process.comm;
 
+  if (isExportFile(c.autoencoder)) {
+    throw std::invalid_argument("autoencoder: " + c.autoencoder + " is an exported file; a prior trains on the "
+                                "autoencoder's run directory (its data, exclusions and checkpoint records)");
+  }
   auto ae = loadStage1Run(c.autoencoder, device);
   for (auto& p : ae.model->parameters()) p.set_requires_grad(false);
   const auto data_path = c.data.path.empty() ? ae.config.data.path : c.data.path;
@@ -689,12 +700,66 @@ TrainSummary runStage2Task(Stage2Config c, bool resume, const std::vector<std::s
   return summary;
 }
 
+namespace {
+
+// The prior of `run` (config, autoencoder and vocabularies filled in) with the weights `state`.
+void buildPrior(Stage2Run& run, const core::SafetensorsData& state, const c10::Device& device) {
+  // External condition vectors live in the checkpoint: generation does not need the embedding file.
+  std::vector<priors::ConditionColumnSpec> columns;
+  for (size_t k = 0; k < run.vocabularies.size(); ++k) {
+    const auto& v = run.vocabularies[k];
+    priors::ConditionColumnSpec spec{v.column, v.values, {}, {}};
+    const auto prefix = "conditions.columns." + std::to_string(k) + ".";
+    if (state.contains(prefix + "vectors")) {
+      spec.external = state.at(prefix + "vectors");
+      const auto present = state.at(prefix + "present").to(torch::kBool);
+      for (int64_t i = 0; i < present.size(0); ++i) spec.missing.push_back(present[i].item<bool>() ? 0 : 1);
+    }
+    columns.push_back(std::move(spec));
+  }
+  run.perturbation_key = keyOf(run.config);
+  run.prior = priors::makePrior(run.config.prior, priorContext(run.autoencoder, columns));
+  core::loadStateDict(*run.prior, state.tensors, true, state.source);
+  run.prior->to(device);
+  run.prior->eval();
+}
+
+// A stage-2 export: everything comes from the file, the autoencoder included.
+Stage2Run loadStage2Export(const std::string& path, const c10::Device& device, const std::string& autoencoder_override) {
+  if (!autoencoder_override.empty()) {
+    throw std::invalid_argument(path + " is an exported prior, which holds its own autoencoder: drop --autoencoder " +
+                                autoencoder_override);
+  }
+  const auto file = readExport(path);
+  if (file.kind != "stage2") {
+    throw std::invalid_argument(path + " is the export of a stage-1 run (an autoencoder): pass an exported prior "
+                                "(`latentcell export` of a stage-2 run) or a stage-2 run directory");
+  }
+  Stage2Run run;
+  run.run_dir = path;
+  core::loadConfigText(run.config, file.meta("prior.config"), path + " [prior.config]");
+  run.autoencoder = loadStage1Run(file, device);
+  run.vocabularies = data::parseVocabularies(file.meta("vocabularies"), path + " [vocabularies]");
+  run.library = LibrarySizeModel::parse(file.meta("library_sizes"), path + " [library_sizes]");
+  if (!run.autoencoder.model->discreteLatent()) {
+    run.latent_mean = file.data.at("latent_stats.mean").to(device);
+    run.latent_std = file.data.at("latent_stats.std").to(device);
+  }
+  run.checkpoint = path;
+  buildPrior(run, file.tensorsUnder("prior."), device);
+  return run;
+}
+
+}  // namespace
+
 Stage2Run loadStage2Run(const std::string& run_dir, const c10::Device& device, const std::string& autoencoder_override) {
+  if (isExportFile(run_dir)) return loadStage2Export(run_dir, device, autoencoder_override);
   Stage2Run run;
   run.run_dir = run_dir;
   const auto config_path = (fs::path(run_dir) / "config.yaml").string();
   if (!fs::exists(config_path)) {
-    throw std::invalid_argument(run_dir + " has no config.yaml: pass the directory of a `latentcell train` stage-2 run");
+    throw std::invalid_argument(run_dir + " has no config.yaml: pass the directory of a `latentcell train` stage-2 run "
+                                "or a file written by `latentcell export`");
   }
   const auto task = core::peekConfigString(config_path, "task");
   if (task != "stage2") {
@@ -713,7 +778,6 @@ Stage2Run loadStage2Run(const std::string& run_dir, const c10::Device& device, c
                                 "): decode with the autoencoder the prior was trained with, or retrain the prior");
   }
   run.vocabularies = data::loadVocabularies(run_dir);
-  run.perturbation_key = keyOf(run.config);
   run.library = LibrarySizeModel::load((fs::path(run_dir) / "library_sizes.json").string());
   if (!run.autoencoder.model->discreteLatent()) {
     const auto stats = core::loadSafetensors((fs::path(run_dir) / "latent_stats.safetensors").string());
@@ -723,25 +787,8 @@ Stage2Run loadStage2Run(const std::string& run_dir, const c10::Device& device, c
   const auto latest = CheckpointManager(run_dir, 1).latest();
   if (!latest) throw std::invalid_argument(run_dir + " has no checkpoint yet; train it first");
   run.checkpoint = *latest;
-  const auto weights = weightsFile(run.checkpoint);
-  const auto state = core::loadSafetensors(weights);
-  // External condition vectors live in the checkpoint: generation does not need the embedding file.
-  std::vector<priors::ConditionColumnSpec> columns;
-  for (size_t k = 0; k < run.vocabularies.size(); ++k) {
-    const auto& v = run.vocabularies[k];
-    priors::ConditionColumnSpec spec{v.column, v.values, {}, {}};
-    const auto prefix = "conditions.columns." + std::to_string(k) + ".";
-    if (state.contains(prefix + "vectors")) {
-      spec.external = state.at(prefix + "vectors");
-      const auto present = state.at(prefix + "present").to(torch::kBool);
-      for (int64_t i = 0; i < present.size(0); ++i) spec.missing.push_back(present[i].item<bool>() ? 0 : 1);
-    }
-    columns.push_back(std::move(spec));
-  }
-  run.prior = priors::makePrior(run.config.prior, priorContext(run.autoencoder, columns));
-  core::loadStateDict(*run.prior, state.tensors, true, weights);
-  run.prior->to(device);
-  run.prior->eval();
+  auto state = core::loadSafetensors(checkpointWeights(run.checkpoint));
+  buildPrior(run, state, device);
   return run;
 }
 

@@ -93,6 +93,8 @@ struct LibrarySizeModel {
   const Fit& lookup(const std::vector<int64_t>& ids, int64_t perturbation_key) const;
   void save(const std::string& path) const;
   static LibrarySizeModel load(const std::string& path);
+  // The JSON text save() writes; `source` names it in errors.
+  static LibrarySizeModel parse(const std::string& json_text, const std::string& source);
 };
 
 TrainSummary runStage2Task(Stage2Config config, bool resume, const std::vector<std::string>& command_line = {});
@@ -107,11 +109,12 @@ struct Stage2Run {
   Stage1Run autoencoder;
   at::Tensor latent_mean, latent_std;  // [L, d] (continuous latents), undefined for codes
   LibrarySizeModel library;
-  std::string checkpoint;
+  std::string checkpoint;  // the prior's checkpoint directory, or the export file
 };
 
 // Loads RUN_DIR's prior (EMA weights when kept) and its autoencoder: the one recorded in the run,
 // or `autoencoder_override`, which must be the same autoencoder (weights checksum), else an error.
+// RUN_DIR may be a stage-2 export (train/Export.h), which holds its autoencoder (no override).
 Stage2Run loadStage2Run(const std::string& run_dir, const c10::Device& device, const std::string& autoencoder_override = "");
 
 // Rows of a data file (its obs) that a prior's cells and split index: all but those data.exclude_*

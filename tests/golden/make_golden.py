@@ -196,6 +196,43 @@ def mcab(w, prefix, q, kv, heads, pad=None):
     return x + swiglu(w, f"{prefix}ff.swiglu", layer_norm(w, f"{prefix}norm_ff", x))
 
 
+def mcab_autoencoder_forward(w, gene_ids, counts, decode_ids, count_embedding, latent_norm, heads, cross_heads):
+    """The forward of models/McabEncoderDecoder with the weights `w` (named as its state dict):
+    (latent [b, L, d], decoded [b, genes, E]). Sizes come from the weights; transformer blocks are
+    encoder.blocks.0, 1, ... and decoder.blocks.0, 1, ... as present. Also run on the weights of a
+    `latentcell export` file by the snippet of docs/export.md."""
+    table = w["genes.weight"]
+    b = gene_ids.shape[0]
+    pad = gene_ids == 0
+    v = table[gene_ids]                                                    # [b, n, E]
+    x = torch.log1p(counts)[..., None]                                     # [b, n, 1]
+    if count_embedding == "concat":
+        tok = lin(w, "encoder.count_embedding.proj", torch.cat([v, x.expand_as(v)], dim=-1))
+    elif count_embedding == "log1p":
+        tok = v * x
+    else:
+        f = lin(w, "encoder.count_embedding.mlp.fc2", F.gelu(lin(w, "encoder.count_embedding.mlp.fc1", x)))
+        tok = v * f
+    pseudo = w["encoder.pool.pseudo_inputs"]                               # [L, E]
+    h = mcab(w, "encoder.pool.", pseudo.expand(b, *pseudo.shape), tok, cross_heads, pad=pad)
+    i = 0
+    while f"encoder.blocks.{i}.norm1.weight" in w:
+        h = transformer_block(w, f"encoder.blocks.{i}.", h, heads)
+        i += 1
+    z = lin(w, "encoder.out_proj", h)
+    if latent_norm:
+        z = F.layer_norm(z, z.shape[-1:], eps=1e-5)
+    h = lin(w, "decoder.in_proj", z)
+    i = 0
+    while f"decoder.blocks.{i}.norm1.weight" in w:
+        h = transformer_block(w, f"decoder.blocks.{i}.", h, heads)
+        i += 1
+    queries = table[decode_ids]
+    if queries.dim() == 2:
+        queries = queries.expand(b, -1, -1)
+    return z, mcab(w, "decoder.unpool.", queries, h, cross_heads)
+
+
 def mcab_autoencoder(count_embedding, latent_norm, per_cell_genes):
     """models/McabEncoderDecoder: gene table -> count embedding -> MCAB pooling (PAD masked) ->
     blocks -> Linear(E, d) [-> LayerNorm w/o affine] ; Linear(d, E) -> blocks -> MCAB unpooling with
@@ -219,33 +256,13 @@ def mcab_autoencoder(count_embedding, latent_norm, per_cell_genes):
     # Two cells as data/Tokenizer packs them: expressed genes first, then PAD (id 0, count 0).
     gene_ids = torch.tensor([[5, 1, 12, 7, 3, 9, 2], [4, 11, 6, 0, 0, 0, 0]])
     counts = torch.tensor([[3.0, 1.0, 17.0, 2.0, 1.0, 6.0, 40.0], [8.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0]])
-    pad = gene_ids == 0
     if per_cell_genes:
         decode_ids = torch.tensor([[2, 9, 12, 1, 7], [6, 6, 3, 10, 0]])
     else:
         decode_ids = torch.tensor([7, 2, 11, 1, 5, 12, 9, 4, 3])
 
-    v = table[gene_ids]                                                    # [b, n, E]
-    x = torch.log1p(counts)[..., None]                                     # [b, n, 1]
-    if count_embedding == "concat":
-        tok = lin(w, "encoder.count_embedding.proj", torch.cat([v, x.expand_as(v)], dim=-1))
-    elif count_embedding == "log1p":
-        tok = v * x
-    else:
-        f = lin(w, "encoder.count_embedding.mlp.fc2", F.gelu(lin(w, "encoder.count_embedding.mlp.fc1", x)))
-        tok = v * f
-    q = w["encoder.pool.pseudo_inputs"].expand(2, tokens, dim)
-    h = mcab(w, "encoder.pool.", q, tok, cross_heads, pad=pad)
-    h = transformer_block(w, "encoder.blocks.0.", h, heads)
-    z = lin(w, "encoder.out_proj", h)
-    if latent_norm:
-        z = F.layer_norm(z, (latent_dim,), eps=1e-5)
-    h = lin(w, "decoder.in_proj", z)
-    h = transformer_block(w, "decoder.blocks.0.", h, heads)
-    queries = table[decode_ids]
-    if queries.dim() == 2:
-        queries = queries.expand(2, -1, -1)
-    out = mcab(w, "decoder.unpool.", queries, h, cross_heads)
+    z, out = mcab_autoencoder_forward(w, gene_ids, counts, decode_ids, count_embedding, latent_norm, heads,
+                                      cross_heads)
     target = rand(*out.shape)
     loss = F.mse_loss(out, target)
     inputs = {"gene_ids": gene_ids, "counts": counts, "decode_ids": decode_ids, "target": target}
