@@ -593,6 +593,25 @@ ReportInputs findReportInputs(const std::vector<std::string>& runDirs, int maxDe
 
 // ---- report --------------------------------------------------------------------------------------
 
+bool adoptEvaluationLabels(const ReportInputs& inputs, ReportOptions& options) {
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const auto& item : inputs.evaluations) {
+    std::ifstream in(item.dir / "summary.json");
+    if (!in) continue;
+    const nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (json.is_discarded() || !json.contains("inputs")) continue;
+    const auto& recorded = json["inputs"];
+    if (recorded.contains("pert_col") && recorded.contains("control_pert") && recorded["pert_col"].is_string() &&
+        recorded["control_pert"].is_string()) {
+      seen.emplace(recorded["pert_col"].get<std::string>(), recorded["control_pert"].get<std::string>());
+    }
+  }
+  if (seen.size() != 1) return false;
+  options.pertCol = seen.begin()->first;
+  options.controlPert = seen.begin()->second;
+  return true;
+}
+
 ReportFiles writeReport(const ReportInputs& inputs, const ReportOptions& o, const std::string& htmlPath) {
   std::vector<LossCurve> curves;
   for (const auto& item : inputs.trainingLogs) curves.push_back(readLossCurve(item));

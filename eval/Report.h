@@ -49,6 +49,12 @@ struct ReportInputs {
 // holds nothing to report.
 ReportInputs findReportInputs(const std::vector<std::string>& runDirs, int maxDepth);
 
+// The perturbation column and control label the evaluations found in `inputs` were run with
+// (`inputs.pert_col` / `inputs.control_pert` of their summary.json), when they all agree: the
+// defaults of the delta panels for a user who named them once, to `latentcell evaluate` or a recipe.
+// False, with `options` unchanged, when no evaluation records them or two disagree.
+bool adoptEvaluationLabels(const ReportInputs& inputs, ReportOptions& options);
+
 struct ReportFiles {
   std::string html, markdown;
   int64_t lossFigures = 0, deltaFigures = 0, pcaFigures = 0;

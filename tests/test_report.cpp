@@ -179,6 +179,32 @@ TEST(Report, WritesLabelledFiguresTablesAndSummary) {
 
 // The page parsed as XML by Python; its numbers against the CSVs and against numpy. The predicted
 // file holds log1p values and the real one counts, so both input paths are exercised.
+TEST(Report, TakesThePerturbationColumnAndControlFromTheEvaluationsSummary) {
+  Runs runs;
+  runs.simulate(runs.generate + "/real.h5ad", runs.generate + "/pred.h5ad");
+  const std::string html = runs.dir.file("report.html");
+  // The simulated control is "control", not the default "non-targeting": without a label the report fails...
+  auto r = runBinary("report '" + runs.run + "' --out '" + html + "'");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("no 'non-targeting' cells"), std::string::npos) << r.out;
+  // ...until the evaluation it finds records what `latentcell evaluate` was told (as a recipe's does).
+  std::ofstream(runs.run + "/eval/summary.json")
+      << R"({"profile": "full", "inputs": {"pert_col": "perturbation", "control_pert": "control"}})";
+  r = runBinary("report '" + runs.run + "' --out '" + html + "'");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find(" delta panels"), std::string::npos) << r.out;
+  EXPECT_NE(readText(html).find("minus that of the 'control'"), std::string::npos);
+  // Two evaluations that disagree leave the choice to the user.
+  fs::create_directories(runs.run + "/eval2");
+  std::ofstream(runs.run + "/eval2/agg_results.csv") << "statistic,mse\nmean,0.5\n";
+  std::ofstream(runs.run + "/eval2/summary.json")
+      << R"({"profile": "full", "inputs": {"pert_col": "perturbation", "control_pert": "non-targeting"}})";
+  r = runBinary("report '" + runs.run + "' --out '" + html + "'");
+  EXPECT_EQ(r.status, 2) << r.out;
+  r = runBinary("report '" + runs.run + "' --out '" + html + "' --control-pert control");
+  EXPECT_EQ(r.status, 0) << r.out;
+}
+
 TEST(Report, AgreesWithCsvMeansAndNumpy) {
   LATENTCELL_REQUIRE_PYTHON();
   Runs runs;
