@@ -375,10 +375,13 @@ Command addGenerateCommand(CLI::App& parent) {
       r.var.index = real.var.index;
       data::writeH5ad(r, args->real_out);
     }
+    // Copied controls are kept apart from the groups; generated ones are part of them.
+    int64_t control_cells = 0;
+    for (int64_t i : selected) control_cells += idsOf(i)[static_cast<size_t>(key)] == 0 ? 1 : 0;
     core::logInfo("generated {} cells in {} condition groups ({} prior, {} head {}, {} written), {} control cells {} -> {}",
                   generated, groups.size(), run.prior->kindName(), count_head ? "count" : "log1p", args->predict,
                   counts ? "counts" : "log1p-normalised",
-                  controls.size(), args->controls == "copy" ? "copied" : "generated", args->out);
+                  control_cells, args->controls == "copy" ? "copied" : "generated (counted above)", args->out);
     return 0;
   };
   return cmd;
