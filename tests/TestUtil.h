@@ -59,12 +59,13 @@ inline int runPython(const std::string& script, const std::string& args) {
 
 struct BinaryRun {
   int status = -1;
-  std::string out;  // stdout and stderr together
+  std::string out;  // stdout and stderr together, unless stderr was redirected
 };
 
-// Runs the latentcell binary with `args` (shell-quoted by the caller) and captures its output.
-inline BinaryRun runBinary(const std::string& args) {
-  const std::string cmd = std::string("'") + LATENTCELL_BINARY + "' " + args + " 2>&1";
+// Runs the latentcell binary with `args` (shell-quoted by the caller) and captures its output;
+// `stderr_redirect` "2>/dev/null" keeps only stdout (logging goes to stderr).
+inline BinaryRun runBinary(const std::string& args, const std::string& stderr_redirect = "2>&1") {
+  const std::string cmd = std::string("'") + LATENTCELL_BINARY + "' " + args + " " + stderr_redirect;
   BinaryRun r;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return r;

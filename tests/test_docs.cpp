@@ -4,15 +4,11 @@
 
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <sys/wait.h>
 
 namespace latentcell::test {
 namespace {
@@ -24,20 +20,8 @@ std::string readFile(const std::string& path) {
   return s.str();
 }
 
-// stdout only (runBinary merges stderr, where logging goes), and the exit status.
-BinaryRun runStdout(const std::string& args) {
-  std::string cmd = "'";
-  cmd.append(LATENTCELL_BINARY).append("' ").append(args).append(" 2>/dev/null");
-  BinaryRun r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  const int raw = pclose(pipe);
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return r;
-}
+// stdout only (logging goes to stderr), and the exit status.
+BinaryRun runStdout(const std::string& args) { return runBinary(args, "2>/dev/null"); }
 
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;
