@@ -138,6 +138,12 @@ at::Tensor CeQuantHead::predict(const at::Tensor& decoder_out, const HeadContext
   auto probs = at::softmax(logits(decoder_out), -1);  // [batch, genes, bins]
   auto means = bin_means.to(probs.scalar_type());      // [bins]
   if (mode == PredictMode::Mean) return (probs * means).sum(-1);
+  if (mode == PredictMode::Log1pMean) {
+    // Each bin counts as its empirical mean, as in `mean`; log1p is taken per bin before averaging.
+    auto scale = log1pScale(requireLibrary(context, "predict log1p_mean"), target_sum_).to(probs.scalar_type());
+    auto values = at::log1p(means.view({1, 1, -1}) * scale.view({-1, 1, 1}));  // [batch, 1, bins]
+    return (probs * values).sum(-1);                                          // [batch, genes]
+  }
   at::NoGradGuard no_grad;
   const int64_t bins = probs.size(-1);
   auto drawn = at::multinomial(probs.reshape({-1, bins}), 1, /*replacement=*/false, generator);  // [batch * genes, 1]

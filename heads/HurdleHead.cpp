@@ -54,7 +54,7 @@ at::Tensor HurdleHead::predict(const at::Tensor& decoder_out, const HeadContext&
   // Log1p-normalised expression is non-negative; an untrained magnitude may not be.
   auto magnitude = p.magnitude.clamp_min(0.0);
   auto prob = at::sigmoid(p.gate_logit);
-  if (mode == PredictMode::Mean) return prob * magnitude;
+  if (mode != PredictMode::Sample) return prob * magnitude;  // already the mean in log1p space
   at::NoGradGuard no_grad;
   return at::bernoulli(prob, generator) * magnitude;
 }

@@ -40,7 +40,7 @@ at::Tensor MseHead::logLikelihood(const at::Tensor& decoder_out, const at::Tenso
 
 at::Tensor MseHead::predict(const at::Tensor& decoder_out, const HeadContext& context, PredictMode mode,
                             std::optional<at::Generator> generator) {
-  return mean(decoder_out);
+  return mean(decoder_out);  // every mode: the head is a point prediction in log1p space
 }
 
 }  // namespace latentcell::heads

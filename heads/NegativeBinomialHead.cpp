@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace latentcell::heads {
@@ -108,7 +109,10 @@ HeadLoss NegativeBinomialHead::headLoss(const at::Tensor& decoder_out, const at:
 at::Tensor NegativeBinomialHead::predict(const at::Tensor& decoder_out, const HeadContext& context, PredictMode mode,
                                          std::optional<at::Generator> generator) {
   auto p = distribution(decoder_out, context, mode == PredictMode::Sample, generator);
-  return mode == PredictMode::Mean ? p.mu : sampleNegativeBinomial(p.mu, p.theta, generator);
+  if (mode == PredictMode::Mean) return p.mu;
+  if (mode == PredictMode::Sample) return sampleNegativeBinomial(p.mu, p.theta, generator);
+  const auto scale = log1pScale(requireLibrary(context, "predict log1p_mean"), target_sum_);  // [batch]
+  return negativeBinomialExpectedLog1p(p.mu, p.theta, scale.unsqueeze(1)).to(p.mu.scalar_type());
 }
 
 void NegativeBinomialHead::fitToData(const data::CsrMatrix& counts) {
@@ -122,6 +126,53 @@ at::Tensor negativeBinomialLogProb(const at::Tensor& x, const at::Tensor& mu, co
   auto log_theta_mu = at::log(theta + mu + eps);
   return theta * (at::log(theta + eps) - log_theta_mu) + x * (at::log(mu + eps) - log_theta_mu) +
          at::lgamma(x + theta) - at::lgamma(theta) - at::lgamma(x + 1.0);
+}
+
+at::Tensor negativeBinomialExpectedLog1p(const at::Tensor& mu, const at::Tensor& theta, const at::Tensor& scale,
+                                        double tolerance) {
+  at::NoGradGuard no_grad;
+  // Double precision throughout: the pmf is summed over up to kMaxSupport terms.
+  auto shape = at::broadcast_tensors({mu, theta, scale})[0].sizes().vec();
+  auto m = mu.to(at::kDouble).expand(shape).reshape(-1).clamp_min(1e-300);  // [n]; mu = 0: all mass at 0
+  auto t = theta.to(at::kDouble).expand(shape).reshape(-1);                  // [n]
+  auto s = scale.to(at::kDouble).expand(shape).reshape(-1);                  // [n]
+  const int64_t n = m.numel();
+  auto expected = at::zeros({n}, m.options());  // sum_k pmf(k) log1p(s k) over the support so far
+  auto mass = at::zeros({n}, m.options());      // sum_k pmf(k)
+  auto first = at::zeros({n}, m.options());     // sum_k k pmf(k)
+  // log pmf(k) = lgamma(k + t) - lgamma(t) - lgamma(k + 1) + t log(t / (t + m)) + k log(m / (t + m))
+  auto log_p = t * (at::log(t) - at::log(t + m));
+  auto log_q = at::log(m) - at::log(t + m);
+  auto lgamma_t = at::lgamma(t);
+
+  // Entries still missing mass get the next chunk of support; settled ones drop out, so a few
+  // highly expressed genes do not make every entry walk their long support.
+  auto active = at::arange(n, at::TensorOptions().dtype(at::kLong).device(m.device()));
+  constexpr int64_t kMaxSupport = int64_t{1} << 20;
+  int64_t start = 0;
+  while (active.numel() > 0 && start < kMaxSupport) {
+    const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 22) / active.numel(), 16, 4096);
+    auto k = at::arange(start, start + chunk, m.options()).unsqueeze(0);  // [1, chunk]
+    auto ta = t.index_select(0, active).unsqueeze(1);                      // [a, 1]
+    auto log_pmf = at::lgamma(k + ta) - lgamma_t.index_select(0, active).unsqueeze(1) - at::lgamma(k + 1.0) +
+                   log_p.index_select(0, active).unsqueeze(1) +
+                   k * log_q.index_select(0, active).unsqueeze(1);  // [a, chunk]
+    auto pmf = at::exp(log_pmf);
+    expected.index_add_(0, active, (pmf * at::log1p(k * s.index_select(0, active).unsqueeze(1))).sum(1));
+    mass.index_add_(0, active, pmf.sum(1));
+    first.index_add_(0, active, (pmf * k).sum(1));
+    start += chunk;
+    // Past the mean (which is past the mode) the pmf only falls, so the missing mass is the tail.
+    auto past_mode = (static_cast<double>(start) > m.index_select(0, active));
+    auto settled = past_mode & ((1.0 - mass.index_select(0, active)) < tolerance);
+    active = active.masked_select(settled.logical_not());
+  }
+  // What support was not reached (heavy tails past kMaxSupport): its mass at its conditional mean,
+  // which is at least start and is exact in the mean; log1p is nearly flat that far out.
+  auto rest = (1.0 - mass).clamp_min(0.0);
+  auto tail_mean = ((m - first) / rest.clamp_min(1e-300)).clamp_min(static_cast<double>(start));
+  expected = expected + rest * at::log1p(s * tail_mean);
+  return expected.view(shape);
 }
 
 at::Tensor sampleNegativeBinomial(const at::Tensor& mu, const at::Tensor& theta, std::optional<at::Generator> generator) {

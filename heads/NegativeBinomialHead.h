@@ -82,6 +82,12 @@ class NegativeBinomialHead : public OutputHead {
 // log NB(x | mu, theta) elementwise (scVI's form, eps inside the logs; notes sec. 3).
 at::Tensor negativeBinomialLogProb(const at::Tensor& x, const at::Tensor& mu, const at::Tensor& theta,
                                    double eps = 1e-8);
+// E[log1p(scale * X)] for X ~ NB(mu, theta), elementwise over the broadcast shape of the three
+// (double precision, no gradient): the pmf summed over k = 0, 1, ... until each entry's remaining
+// mass is below `tolerance` past its mean. This is `predict(log1p_mean)` with scale = target_sum / l.
+at::Tensor negativeBinomialExpectedLog1p(const at::Tensor& mu, const at::Tensor& theta, const at::Tensor& scale,
+                                        double tolerance = 1e-10);
+
 // One draw per element from NB(mu, theta) via Gamma-Poisson; mu and theta of equal shape.
 at::Tensor sampleNegativeBinomial(const at::Tensor& mu, const at::Tensor& theta,
                                   std::optional<at::Generator> generator = std::nullopt);

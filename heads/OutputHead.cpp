@@ -14,7 +14,8 @@ namespace latentcell::heads {
 PredictMode parsePredictMode(const std::string& name) {
   if (name == "sample") return PredictMode::Sample;
   if (name == "mean") return PredictMode::Mean;
-  throw std::invalid_argument(fmt::format("unknown predict mode '{}' (choices: sample, mean)", name));
+  if (name == "log1p_mean") return PredictMode::Log1pMean;
+  throw std::invalid_argument(fmt::format("unknown predict mode '{}' (choices: sample, mean, log1p_mean)", name));
 }
 
 OutputHead::~OutputHead() = default;
@@ -69,6 +70,10 @@ at::Tensor logNormalize(const at::Tensor& counts, const at::Tensor& library, dou
   // An empty cell has zero counts, so any positive floor keeps it at zero instead of 0/0.
   auto scale = target_sum / library.to(counts.scalar_type()).clamp_min(1e-12);  // [batch]
   return at::log1p(counts * scale.unsqueeze(1));                                  // [batch, genes]
+}
+
+at::Tensor log1pScale(const at::Tensor& library, double target_sum) {
+  return at::where(library > 0, target_sum / library.clamp_min(1e-12), at::zeros_like(library));
 }
 
 void checkIntegerCounts(const data::CsrMatrix& counts, const std::string& source, const std::string& head) {

@@ -32,9 +32,14 @@
 namespace latentcell::heads {
 
 // `sample` draws from the head's predictive distribution, `mean` returns its expectation
-// (ExpressionVAE's nb-sample / nb-deter pair).
-enum class PredictMode { Sample, Mean };
-// "sample" / "mean"; anything else throws std::invalid_argument naming the value and the choices.
+// (ExpressionVAE's nb-sample / nb-deter pair). `log1p_mean` returns the expectation of the
+// log1p-normalised value, E[log1p(X / l * target_sum)] with l the observed library size, always in
+// ValueSpace::LogNormalized: the point prediction that minimises squared error in the space where
+// reconstruction is scored. For a count head log1p of the mean is far above this (Jensen) on sparse
+// genes; for the hurdle and MSE heads, which predict in that space already, it equals `mean`.
+enum class PredictMode { Sample, Mean, Log1pMean };
+// "sample" / "mean" / "log1p_mean"; anything else throws std::invalid_argument naming the value and
+// the choices.
 PredictMode parsePredictMode(const std::string& name);
 
 // The space of a head's predictions: raw counts, or log1p(x / library * target_sum).
@@ -75,11 +80,16 @@ class OutputHead : public torch::nn::Module {
   virtual at::Tensor logLikelihood(const at::Tensor& decoder_out, const at::Tensor& counts,
                                    const HeadContext& context) = 0;
 
-  // [batch, genes] in valueSpace(). `generator` drives `sample` (the global one when absent).
+  // [batch, genes] in predictionSpace(mode). `generator` drives `sample` (the global one when
+  // absent). `log1p_mean` needs context.library.
   virtual at::Tensor predict(const at::Tensor& decoder_out, const HeadContext& context, PredictMode mode,
                              std::optional<at::Generator> generator = std::nullopt) = 0;
 
+  // The space of `sample` and `mean` predictions.
   virtual ValueSpace valueSpace() const = 0;
+  ValueSpace predictionSpace(PredictMode mode) const {
+    return mode == PredictMode::Log1pMean ? ValueSpace::LogNormalized : valueSpace();
+  }
   // The head's name in configs and messages ("nb", "hurdle", "ce_quant", "mse").
   virtual const char* kind() const = 0;
   // True when the head models raw integer counts (a count head on normalised data is an error).
@@ -116,6 +126,9 @@ class OutputHead : public torch::nn::Module {
 // log1p(counts / library * target_sum) per cell; counts [batch, genes], library [batch].
 // Cells with an empty library stay zero.
 at::Tensor logNormalize(const at::Tensor& counts, const at::Tensor& library, double target_sum);
+
+// target_sum / library per cell [batch], 0 for an empty cell (its log1p-normalised values are 0).
+at::Tensor log1pScale(const at::Tensor& library, double target_sum);
 
 // Throws std::invalid_argument when `counts` holds a negative or non-integer value, naming the
 // first one (cell, gene), `source` and `head`, and saying that the head wants raw UMI counts.

@@ -112,6 +112,39 @@ TEST(NegativeBinomial, LogProbMatchesTorchAndScipy) {
   EXPECT_LT(ref.at("nb.torch").min().item<double>(), -90.0);
 }
 
+TEST(NegativeBinomial, ExpectedLog1pMatchesScipy) {
+  LATENTCELL_REQUIRE_PYTHON();
+  test::TempDir dir;
+  const std::string file = dir.file("ref.safetensors");
+  ASSERT_EQ(test::runPython("tests/python/heads_reference.py", "'" + file + "'"), 0);
+  const auto ref = core::loadSafetensors(file);
+  auto got = negativeBinomialExpectedLog1p(ref.at("nbl.mu"), ref.at("nbl.theta"), ref.at("nbl.scale"));
+  ASSERT_EQ(got.scalar_type(), torch::kDouble);
+  EXPECT_LE((got - ref.at("nbl.scipy")).abs().max().item<double>(), 1e-8);
+  // Not vacuous: the values span 0 to about 10, and log1p of the mean differs from them by far more.
+  EXPECT_GT(ref.at("nbl.scipy").max().item<double>(), 9.0);
+  auto jensen = torch::log1p(ref.at("nbl.mu") * ref.at("nbl.scale"));
+  EXPECT_GT((jensen - ref.at("nbl.scipy")).abs().max().item<double>(), 1.0);
+}
+
+TEST(NegativeBinomial, PredictLog1pMeanUsesTheObservedLibrary) {
+  torch::manual_seed(4);
+  auto head = doubleNb(nbOptions(4, 6));
+  auto h = torch::randn({3, 6, 4}, torch::kDouble);
+  HeadContext ctx{torch::arange(1, 7, torch::kLong), f64({500.0, 40.0, 0.0}), {}};
+  auto p = head->distribution(h, ctx, false);
+  auto got = head->predict(h, ctx, PredictMode::Log1pMean);
+  auto scale = f64({1e4 / 500.0, 1e4 / 40.0, 0.0}).unsqueeze(1);
+  EXPECT_TRUE(torch::allclose(got, negativeBinomialExpectedLog1p(p.mu, p.theta, scale), 0, 1e-12));
+  EXPECT_TRUE(torch::equal(got[2], torch::zeros({6}, torch::kDouble)));  // an empty cell stays zero
+  // Jensen: below log1p of the mean, everywhere the distribution is not a point.
+  EXPECT_TRUE((got.slice(0, 0, 2) < torch::log1p(p.mu * scale).slice(0, 0, 2)).all().item<bool>());
+  EXPECT_EQ(head->predictionSpace(PredictMode::Log1pMean), ValueSpace::LogNormalized);
+  EXPECT_EQ(head->predictionSpace(PredictMode::Mean), ValueSpace::Counts);
+  HeadContext no_library{ctx.gene_ids, {}, {}};
+  EXPECT_THROW(head->predict(h, no_library, PredictMode::Log1pMean), std::invalid_argument);
+}
+
 TEST(NegativeBinomial, ObservedLibraryMeanIsLibraryTimesSoftmax) {
   torch::manual_seed(1);
   auto head = doubleNb(nbOptions(4, 10));
@@ -320,6 +353,8 @@ TEST(Hurdle, PredictSamplesTheGateAndEmitsTheMagnitude) {
   const double rate = nonzero.to(torch::kDouble).mean().item<double>();
   EXPECT_NEAR(rate, 0.3, 5 * std::sqrt(0.3 * 0.7 / n));
   EXPECT_TRUE(torch::allclose(head.predict(h, {}, PredictMode::Mean), torch::full({1, n}, 0.75, torch::kDouble)));
+  // Its mean is already in log1p space.
+  EXPECT_TRUE(torch::equal(head.predict(h, {}, PredictMode::Log1pMean), head.predict(h, {}, PredictMode::Mean)));
 }
 
 TEST(Hurdle, GradientsMatchFiniteDifferences) {
@@ -368,6 +403,16 @@ TEST(CeQuant, BinsAndLossOnASmallCase) {
   EXPECT_NEAR(loss.total.item<double>(), ce, 1e-12);
   EXPECT_EQ(loss.terms[0].first, "ce_quant_ce");
   EXPECT_NEAR(head.predict(h, {}, PredictMode::Mean)[0][1].item<double>(), expected, 1e-12);
+  // log1p_mean: bin probabilities times log1p(bin mean * 1e4 / library), library 250.
+  double expected_log1p = 0;
+  for (int k = 0; k < 5; ++k) {
+    double z = 0;
+    for (int j = 0; j < 5; ++j) z += std::exp(hv[1][j]);
+    expected_log1p += std::exp(hv[1][k]) / z * std::log1p(means[k] * 1e4 / 250.0);
+  }
+  HeadContext ctx{{}, f64({250.0}), {}};
+  EXPECT_NEAR(head.predict(h, ctx, PredictMode::Log1pMean)[0][1].item<double>(), expected_log1p, 1e-12);
+  EXPECT_THROW(head.predict(h, {}, PredictMode::Log1pMean), std::invalid_argument);  // needs the library
 
   // Sampling emits bin means only.
   auto drawn = head.predict(h.expand({200, 3, 5}), {}, PredictMode::Sample, core::makeGenerator(3));
@@ -484,6 +529,7 @@ TEST(Mse, LossEqualsHandComputedValue) {
   HeadContext ctx{{}, f64({lib[0], lib[1]}), {}};
   EXPECT_NEAR(head.loss(h, counts, ctx).total.item<double>(), sse / 2, 1e-12);
   EXPECT_TRUE(torch::equal(head.predict(h, ctx, PredictMode::Sample), head.predict(h, ctx, PredictMode::Mean)));
+  EXPECT_TRUE(torch::equal(head.predict(h, ctx, PredictMode::Log1pMean), head.predict(h, ctx, PredictMode::Mean)));
   EXPECT_NEAR(head.logLikelihood(h, counts, ctx).sum().item<double>(), -0.5 * sse - 2 * std::log(2 * M_PI), 1e-12);
 }
 
@@ -602,5 +648,6 @@ TEST(HeadConfig, IntegerCountCheckNamesTheValue) {
   EXPECT_NE(msg.find("train.h5ad: value 2.5 at cell 0, gene 1"), std::string::npos) << msg;
   EXPECT_NO_THROW(checkIntegerCounts(test::csrFromDense({{1, 0, 278}}), "train.h5ad", "nb"));
   EXPECT_EQ(parsePredictMode("sample"), PredictMode::Sample);
-  EXPECT_NE(test::errorOf([] { parsePredictMode("median"); }).find("sample, mean"), std::string::npos);
+  EXPECT_EQ(parsePredictMode("log1p_mean"), PredictMode::Log1pMean);
+  EXPECT_NE(test::errorOf([] { parsePredictMode("median"); }).find("sample, mean, log1p_mean"), std::string::npos);
 }

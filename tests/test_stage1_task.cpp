@@ -88,6 +88,22 @@ TEST(Stage1Task, TrainEncodeReconstructGaussianNb) {
   for (size_t i = 0; i < val.size(); ++i) EXPECT_EQ(out.obs.index[i], adata.obs.index[val[i]]);
   EXPECT_EQ(out.uns_strings.at("latentcell_value_space"), "counts");
   for (float v : out.X.data) EXPECT_GE(v, 0.0f);
+
+  // --predict log1p_mean: the NB's mean of log1p(x / l * 1e4), in log1p space, below log1p of the
+  // normalised mean (Jensen) for every cell and gene, with l the real cell's library size.
+  const auto recon_log1p = dir.file("recon-log1p.h5ad"), real = dir.file("real.h5ad");
+  r = runBinary("reconstruct --run '" + run + "' --data '" + data + "' --out '" + recon_log1p +
+                "' --real-out '" + real + "' --cells val --predict log1p_mean");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto log1p_out = data::readH5ad(recon_log1p);
+  EXPECT_EQ(log1p_out.uns_strings.at("latentcell_value_space"), "log1p_normalized");
+  EXPECT_EQ(log1p_out.uns_strings.at("reconstruction_space"), "log1p");
+  auto real_library = data::denseRows(data::readH5ad(real).X).sum(1, true);        // [40, 1]
+  auto log1p_of_mean = torch::log1p(data::denseRows(out.X) * 1e4 / real_library);    // [40, genes]
+  auto expected_log1p = data::denseRows(log1p_out.X);                                // [40, genes]
+  EXPECT_TRUE((expected_log1p >= 0).all().item<bool>());
+  EXPECT_TRUE((expected_log1p <= log1p_of_mean + 1e-5).all().item<bool>());
+  EXPECT_GT((log1p_of_mean - expected_log1p).mean().item<double>(), 0.01);
 }
 
 TEST(Stage1Task, FsqLatentsAreCodesAndPerplexityIsLogged) {

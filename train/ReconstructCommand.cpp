@@ -1,11 +1,12 @@
-// `latentcell reconstruct --run RUN_DIR --data FILE.h5ad --out recon.h5ad [--predict sample|mean]
+// `latentcell reconstruct --run RUN_DIR --data FILE.h5ad --out recon.h5ad [--predict sample|mean|log1p_mean]
 // [--real-out real.h5ad]`:
 // every cell encoded and decoded by a trained autoencoder, written as an h5ad with the input's
 // obs and the model's genes, so reconstruction metrics (`latentcell evaluate --profile
 // reconstruction`) can pair it with the real cells row by row.
 //
 // X holds the head's predictions in the head's space: counts for count heads (NB, ce-quant),
-// log1p(x / l * 1e4) for the MSE and hurdle heads and for PCA; uns["latentcell_value_space"] says
+// log1p(x / l * 1e4) for the MSE and hurdle heads, for PCA and for `--predict log1p_mean` (every
+// head's predictive mean of that value, heads/OutputHead.h); uns["latentcell_value_space"] says
 // which (and uns["reconstruction_space"], with var["nb_theta"] for an NB head with gene
 // dispersion, as `latentcell evaluate --profile reconstruction` reads them). Encoding uses the latent's deterministic form (Gaussian means), so only `--predict sample`
 // draws, from a generator seeded by --seed.
@@ -39,8 +40,10 @@ Command addReconstructCommand(CLI::App& parent) {
   cmd.app->add_option("--real-out", args->real_out,
                       "also write the same real cells on the model's genes (the pairing file for "
                       "`evaluate --profile reconstruction`)");
-  cmd.app->add_option("--predict", args->predict, "sample from the head, or its mean")
-      ->check(CLI::IsMember({"sample", "mean"}));
+  cmd.app->add_option("--predict", args->predict,
+                      "sample from the head, its mean, or its mean of log1p(x / l * 1e4) (the point prediction "
+                      "for log1p-space MSE)")
+      ->check(CLI::IsMember({"sample", "mean", "log1p_mean"}));
   cmd.app->add_option("--matrix", args->matrix, "counts matrix: X, layers/NAME or raw/X (default: the run's)");
   cmd.app->add_option("--cells", args->cells, "all, or the run's train or val cells (same data file)")
       ->check(CLI::IsMember({"all", "train", "val"}));
@@ -80,7 +83,7 @@ Command addReconstructCommand(CLI::App& parent) {
                         });
     out.var.index = run.genes;
     out.obs = data::takeRows(data.cells.obs, rows);
-    const bool counts = run.model->valueSpace() == heads::ValueSpace::Counts;
+    const bool counts = run.model->valueSpace() == heads::ValueSpace::Counts && mode != heads::PredictMode::Log1pMean;
     out.uns_strings["latentcell_value_space"] = counts ? "counts" : "log1p_normalized";
     // The contract of `latentcell evaluate --profile reconstruction` (eval/ReconstructionSuite.h).
     out.uns_strings["reconstruction_space"] = counts ? "counts" : "log1p";

@@ -6,6 +6,8 @@ Writes float64 tensors:
   nb.x, nb.mu, nb.theta       a grid of counts, means and dispersions (every combination)
   nb.torch, nb.scipy          log NB(x | mu, theta) from torch.distributions.NegativeBinomial and
                               scipy.stats.nbinom (n = theta, p = theta / (theta + mu))
+  nbl.mu, nbl.theta, nbl.scale  a grid of NB means, dispersions and log1p scales (every combination)
+  nbl.scipy                   E[log1p(scale * X)], X ~ NB(mu, theta), from scipy.stats.nbinom.expect
   kl.mu, kl.logvar            [cells, tokens, dims] posterior moments
   kl.torch                    [cells] KL(N(mu, exp(logvar)) || N(0, 1)) from torch.distributions,
                               summed over tokens and dims
@@ -29,6 +31,16 @@ def main():
     ref_torch = nb.log_prob(x)
     ref_scipy = torch.from_numpy(stats.nbinom.logpmf(x.numpy(), theta.numpy(), (theta / (theta + mu)).numpy()))
 
+    # Light to heavy tails: theta 0.05 with mu 800 puts mass past 10^4.
+    l_mu, l_theta, l_scale = (t.reshape(-1) for t in torch.meshgrid(
+        torch.tensor([0.0, 0.01, 0.3, 2.0, 15.0, 120.0, 800.0], dtype=torch.float64),
+        torch.tensor([0.05, 0.5, 3.0, 40.0, 1e4], dtype=torch.float64),
+        torch.tensor([0.0, 0.7, 25.0], dtype=torch.float64), indexing="ij"))
+    ref_log1p = torch.tensor([
+        0.0 if m == 0 else stats.nbinom.expect(lambda k, s=s: np.log1p(s * k), args=(t, t / (t + m)),
+                                                 maxcount=10**7, tolerance=1e-15)
+        for m, t, s in zip(l_mu.tolist(), l_theta.tolist(), l_scale.tolist())], dtype=torch.float64)
+
     kl_mu = torch.randn(3, 4, 5, dtype=torch.float64)
     kl_logvar = torch.randn(3, 4, 5, dtype=torch.float64) * 0.7
     q = torch.distributions.Normal(kl_mu, torch.exp(0.5 * kl_logvar))
@@ -38,6 +50,8 @@ def main():
     save_file({
         "nb.x": x.contiguous(), "nb.mu": mu.contiguous(), "nb.theta": theta.contiguous(),
         "nb.torch": ref_torch.contiguous(), "nb.scipy": ref_scipy.contiguous(),
+        "nbl.mu": l_mu.contiguous(), "nbl.theta": l_theta.contiguous(), "nbl.scale": l_scale.contiguous(),
+        "nbl.scipy": ref_log1p,
         "kl.mu": kl_mu, "kl.logvar": kl_logvar, "kl.torch": kl,
     }, sys.argv[1], metadata={"torch": torch.__version__, "numpy": np.__version__})
 
