@@ -20,6 +20,8 @@ struct BottleneckConfig : core::ConfigSection {
   double beta = 2e-6;
   bool deterministic = false;
   std::vector<int64_t> levels = {8, 8, 8};
+  double dither = 0.0;
+  double bound_penalty = 0.0;
 
   void visit(core::ConfigVisitor& v) override;
   void validate() const override;

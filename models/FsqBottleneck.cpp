@@ -27,6 +27,10 @@ FsqBottleneck::FsqBottleneck(const FsqBottleneckOptions& options) : options_(opt
     basis_.push_back(codebook_size_);
     codebook_size_ *= l;
   }
+  if (!(options_.dither >= 0 && options_.dither <= 1))
+    throw std::invalid_argument(fmt::format("fsq bottleneck: dither must be a probability in [0, 1], got {}", options_.dither));
+  if (!(options_.bound_penalty >= 0))
+    throw std::invalid_argument(fmt::format("fsq bottleneck: bound_penalty must be >= 0, got {}", options_.bound_penalty));
   const int64_t d = static_cast<int64_t>(options_.levels.size());
   project_in = register_module("project_in", torch::nn::Linear(options_.in_dim, d));
   project_out = register_module("project_out", torch::nn::Linear(d, options_.in_dim));
@@ -40,21 +44,36 @@ at::Tensor FsqBottleneck::levelsOn(const c10::Device& device) const {
 
 at::Tensor FsqBottleneck::basisOn(const c10::Device& device) const { return at::tensor(basis_, at::kLong).to(device); }
 
-at::Tensor FsqBottleneck::quantize(const at::Tensor& z) const {
+at::Tensor FsqBottleneck::bound(const at::Tensor& z) const {
   auto levels_int = levelsOn(z.device());                                      // [d]
   auto L = levels_int.to(z.options());                                         // [d]
-  auto half_width = at::floor_divide(levels_int, 2).to(z.options());           // [d] L // 2
   auto half = (L - 1.0) * (1.0 - kEps) / 2.0;                                  // [d]
   auto offset = (at::remainder(levels_int, 2) == 0).to(z.options()) * 0.5;     // [d]
   auto shift = at::atanh(offset / half);                                       // [d]
-  auto bound = at::tanh(z + shift) * half - offset;                            // [..., d]
-  auto rounded = bound + (at::round(bound) - bound).detach();                  // straight-through
-  return rounded / half_width;                                                 // [..., d]
+  return at::tanh(z + shift) * half - offset;                                  // [..., d]
+}
+
+at::Tensor FsqBottleneck::halfWidth(const at::Tensor& like) const {
+  return at::floor_divide(levelsOn(like.device()), 2).to(like.options());  // [d] L // 2
+}
+
+at::Tensor FsqBottleneck::quantize(const at::Tensor& z) const {
+  auto b = bound(z);                                       // [..., d]
+  auto rounded = b + (at::round(b) - b).detach();          // straight-through
+  return rounded / halfWidth(z);                           // [..., d]
+}
+
+at::Tensor FsqBottleneck::quantizeDithered(const at::Tensor& z, std::optional<at::Generator> generator) const {
+  auto b = bound(z);                                                                    // [..., d]
+  auto rounded = b + (at::round(b) - b).detach();                                       // straight-through
+  auto noise = at::empty_like(b).uniform_(-0.5, 0.5, generator);                        // one rounding cell
+  auto use_noise = at::empty_like(b).bernoulli_(options_.dither, generator).to(at::kBool);
+  return at::where(use_noise, b + noise, rounded) / halfWidth(z);                       // [..., d]
 }
 
 at::Tensor FsqBottleneck::codesFromValues(const at::Tensor& zq) const {
-  auto half_width = at::floor_divide(levelsOn(zq.device()), 2);                        // [d]
-  auto digits = at::round(zq * half_width.to(zq.options())).to(at::kLong) + half_width;  // [..., d]
+  auto half_width = at::floor_divide(levelsOn(zq.device()), 2);                          // [d]
+  auto digits = at::round(zq * half_width.to(zq.options())).to(at::kLong) + half_width;    // [..., d]
   return (digits * basisOn(zq.device())).sum(-1);                                      // [...]
 }
 
@@ -68,11 +87,17 @@ at::Tensor FsqBottleneck::valuesFromCodes(const at::Tensor& codes) const {
 
 BottleneckOutput FsqBottleneck::forward(const at::Tensor& h) {
   checkInput(h, options_.in_dim);
-  auto zq = quantize(project_in(h));  // [batch, tokens, d]
+  auto z = project_in(h);  // [batch, tokens, d]
+  auto zq = quantize(z);   // [batch, tokens, d]
   BottleneckOutput out;
-  out.z = project_out(zq);            // [batch, tokens, in_dim]
+  out.z = project_out(is_training() && options_.dither > 0 ? quantizeDithered(z) : zq);  // [batch, tokens, in_dim]
   out.latent = codesFromValues(zq.detach());  // [batch, tokens]
   out.loss = at::zeros({}, h.options());
+  if (options_.bound_penalty > 0) {
+    auto penalty = z.square().sum({1, 2}).mean();
+    out.loss = out.loss + options_.bound_penalty * penalty;
+    out.terms.emplace_back("bound_penalty", penalty);
+  }
   out.terms.emplace_back("perplexity", codePerplexity(out.latent, codebook_size_));
   return out;
 }

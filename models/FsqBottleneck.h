@@ -14,12 +14,23 @@
 // inverse reads the digits back. There is no codebook to collapse, but code usage still matters to
 // a discrete prior, so forward() reports the perplexity exp(H) of the batch's code histogram
 // (K = prod L_i when every code is used equally, 1 when one code takes everything).
+//
+// Two training-only options for small latents, both off by default (the paper's FSQ):
+// - `dither` p: in training each value is, with probability p, not rounded but moved by uniform
+//   noise of one rounding cell (Stable Codec's quantisation dropout). The straight-through
+//   gradient cannot see rounding error, so nothing pushes the encoder to spread values over the
+//   levels; noise of the same size does.
+// - `bound_penalty` w: adds w * sum(z^2) over tokens and dimensions, averaged over cells, on the
+//   values before the tanh. A dimension driven into saturation gets no gradient through tanh and
+//   stays there (a dead dimension); the penalty's gradient does not vanish, so it pulls it back.
+// Codes, evaluation and decodeInput always use the rounded grid.
 #pragma once
 
 #include "models/Bottleneck.h"
 
 #include <torch/nn/modules/linear.h>
 
+#include <optional>
 #include <vector>
 
 namespace latentcell::models {
@@ -27,6 +38,8 @@ namespace latentcell::models {
 struct FsqBottleneckOptions {
   int64_t in_dim = 0;
   std::vector<int64_t> levels = {8, 8, 8};
+  double dither = 0.0;         // training: probability of noise instead of rounding, per value
+  double bound_penalty = 0.0;  // weight of sum(z^2) before the tanh
 };
 
 class FsqBottleneck : public Bottleneck {
@@ -35,6 +48,9 @@ class FsqBottleneck : public Bottleneck {
 
   // The quantiser alone, on projected values z [..., d] -> zq [..., d] on the grid.
   at::Tensor quantize(const at::Tensor& z) const;
+  // What forward() feeds the decoder in training: quantize(z), except that each value is, with
+  // probability options().dither, its bounded value plus U(-0.5, 0.5) of a rounding cell.
+  at::Tensor quantizeDithered(const at::Tensor& z, std::optional<at::Generator> generator = std::nullopt) const;
   // zq [..., d] on the grid -> code indices [...] int64, and back.
   at::Tensor codesFromValues(const at::Tensor& zq) const;
   at::Tensor valuesFromCodes(const at::Tensor& codes) const;
@@ -56,6 +72,9 @@ class FsqBottleneck : public Bottleneck {
   // Module::to(dtype) would turn them into floats, which cannot hold large place values exactly.
   at::Tensor levelsOn(const c10::Device& device) const;
   at::Tensor basisOn(const c10::Device& device) const;
+  // tanh(z + shift) * half - offset [..., d]: in level units, inside the L_i rounding cells.
+  at::Tensor bound(const at::Tensor& z) const;
+  at::Tensor halfWidth(const at::Tensor& like) const;  // L_i // 2 [d] in like's dtype
 
   FsqBottleneckOptions options_;
   std::vector<int64_t> basis_;

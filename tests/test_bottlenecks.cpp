@@ -4,6 +4,7 @@
 // and the deterministic mode; the identity bottleneck; the config and factory with their errors.
 #include "TestUtil.h"
 #include "core/Config.h"
+#include "core/Random.h"
 #include "core/Safetensors.h"
 #include "models/BottleneckConfig.h"
 #include "models/FsqBottleneck.h"
@@ -122,6 +123,66 @@ TEST(Fsq, ForwardCodesDecodeToTheSameDecoderInput) {
             std::string::npos);
 }
 
+TEST(Fsq, DitherReplacesRoundingByOneCellOfNoiseInTrainingOnly) {
+  torch::manual_seed(4);
+  FsqBottleneck fsq(FsqBottleneckOptions{6, {8, 5}, /*dither=*/0.5});
+  fsq.to(torch::kDouble);
+  auto z = torch::randn({4000, 2}, torch::kDouble);
+  auto rounded = fsq.quantize(z);
+  auto dithered = fsq.quantizeDithered(z, core::makeGenerator(9));  // [4000, 2]
+  const double hw[2] = {4, 2};
+  auto off_grid = torch::zeros({4000, 2}, torch::kBool);
+  for (int d = 0; d < 2; ++d) {
+    SCOPED_TRACE("dimension " + std::to_string(d));
+    auto level_units = dithered.select(1, d) * hw[d];
+    off_grid.select(1, d).copy_((level_units - level_units.round()).abs() > 1e-9);
+    // Within one rounding cell of the value before rounding: |noisy - bound(z)| <= 0.5 level.
+    auto pre = (rounded.select(1, d) * hw[d]);  // the rounded value, within 0.5 of bound(z)
+    EXPECT_LE((level_units - pre).abs().max().item<double>(), 1.0 + 1e-12);
+  }
+  // About half the values are noisy (binomial, 8000 draws: 0.5 +- 5 SE).
+  const double share = off_grid.to(torch::kDouble).mean().item<double>();
+  EXPECT_NEAR(share, 0.5, 5 * std::sqrt(0.25 / 8000));
+  // The rest are exactly the rounded values.
+  EXPECT_TRUE(torch::equal(dithered.masked_select(off_grid.logical_not()), rounded.masked_select(off_grid.logical_not())));
+
+  // forward: dithered decoder input in training, the grid in eval; codes always from the grid.
+  auto h = torch::randn({64, 3, 6}, torch::kDouble);
+  fsq.train();
+  auto train_out = fsq.forward(h);
+  fsq.eval();
+  auto eval_out = fsq.forward(h);
+  EXPECT_TRUE(torch::equal(train_out.latent, eval_out.latent));
+  EXPECT_TRUE(torch::allclose(fsq.decodeInput(eval_out.latent), eval_out.z, 0, 1e-12));
+  EXPECT_FALSE(torch::allclose(train_out.z, eval_out.z, 0, 1e-6));
+}
+
+TEST(Fsq, BoundPenaltyIsWeightedSumOfSquaresAndPullsBackSaturatedValues) {
+  torch::manual_seed(5);
+  FsqBottleneck fsq(FsqBottleneckOptions{3, {8, 8}, 0.0, /*bound_penalty=*/0.1});
+  fsq.to(torch::kDouble);
+  auto h = torch::randn({5, 4, 3}, torch::kDouble);
+  auto out = fsq.forward(h);
+  auto z = fsq.project_in->forward(h);  // [5, 4, 2]
+  const double penalty = z.square().sum({1, 2}).mean().item<double>();
+  EXPECT_NEAR(out.loss.item<double>(), 0.1 * penalty, 1e-12);
+  ASSERT_EQ(out.terms.size(), 2u);
+  EXPECT_EQ(out.terms[0].first, "bound_penalty");
+  EXPECT_NEAR(out.terms[0].second.item<double>(), penalty, 1e-12);
+  // A saturated value gets almost no gradient through tanh; the penalty's, 2 w z / cells, remains.
+  auto far = torch::full({1, 1, 2}, 12.0, torch::kDouble).requires_grad_(true);
+  fsq.quantize(far).sum().backward();
+  EXPECT_LT(far.grad().abs().max().item<double>(), 1e-8);
+  auto big_h = (h * 100.0).requires_grad_(true);  // saturates every value
+  fsq.forward(big_h).z.sum().backward();
+  const double through_tanh = big_h.grad().abs().max().item<double>();
+  big_h.grad().zero_();
+  fsq.forward(big_h).loss.backward();
+  EXPECT_GT(big_h.grad().abs().max().item<double>(), 1e3 * through_tanh);
+  EXPECT_THROW(FsqBottleneck(FsqBottleneckOptions{3, {8}, 1.5}), std::invalid_argument);
+  EXPECT_THROW(FsqBottleneck(FsqBottleneckOptions{3, {8}, 0.0, -1.0}), std::invalid_argument);
+}
+
 // ---------------------------------------------------------------- Gaussian
 
 TEST(Gaussian, KlEqualsClosedFormAndTorch) {
@@ -195,6 +256,9 @@ TEST(BottleneckConfig, BuildsEveryKind) {
   auto det = makeBottleneck(bottleneckConfig("bottleneck: {kind: gaussian, deterministic: true, beta: 0}"), 16);
   EXPECT_TRUE(dynamic_cast<GaussianBottleneck*>(det.get())->options().deterministic);
   EXPECT_STREQ(makeBottleneck(bottleneckConfig("bottleneck: {kind: none}"), 16)->kind(), "none");
+  auto dithered = makeBottleneck(bottleneckConfig("bottleneck: {kind: fsq, levels: [16, 16], dither: 0.5, bound_penalty: 0.05}"), 16);
+  EXPECT_EQ(dynamic_cast<FsqBottleneck*>(dithered.get())->options().dither, 0.5);
+  EXPECT_EQ(dynamic_cast<FsqBottleneck*>(dithered.get())->options().bound_penalty, 0.05);
 }
 
 TEST(BottleneckConfig, RejectsInvalidSettings) {
@@ -207,4 +271,8 @@ TEST(BottleneckConfig, RejectsInvalidSettings) {
   EXPECT_NE(error("bottleneck: {kind: none, latent_dim: 4}").find("bottleneck.latent_dim"), std::string::npos);
   EXPECT_NE(error("bottleneck: {kind: gaussian, beta: -1}").find("bottleneck.beta"), std::string::npos);
   EXPECT_NE(error("bottleneck: {kind: vq}").find("bottleneck.kind"), std::string::npos);
+  EXPECT_NE(error("bottleneck: {kind: fsq, dither: 1.5}").find("bottleneck.dither"), std::string::npos);
+  EXPECT_NE(error("bottleneck: {kind: gaussian, dither: 0.5}").find("bottleneck.dither"), std::string::npos);
+  EXPECT_NE(error("bottleneck: {kind: fsq, bound_penalty: -0.1}").find("bottleneck.bound_penalty"), std::string::npos);
+  EXPECT_NE(error("bottleneck: {kind: gaussian, bound_penalty: 0.1}").find("bottleneck.bound_penalty"), std::string::npos);
 }
