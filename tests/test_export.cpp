@@ -290,6 +290,18 @@ TEST(Export, AnExportedPriorRefusesTheSplitAndAnotherAutoencoder) {
                   "' --out '" + dir.file("x.h5ad") + "'");
   EXPECT_EQ(out.status, 2) << out.out;
   EXPECT_NE(out.out.find("drop --autoencoder"), std::string::npos) << out.out;
+  // A --like file with a gene the model lacks: the error points at the export's gene list, not at
+  // the genes.txt of a run directory the user of an export may not have.
+  auto extra = data::readH5ad(r.data);
+  extra.var.index.push_back("NOT_A_MODEL_GENE");
+  extra.var.columns.clear();
+  extra.X.cols += 1;
+  const auto extra_file = dir.file("extra.h5ad");
+  data::writeH5ad(extra, extra_file);
+  out = runBinary("generate --prior '" + r.prior_export + "' --like '" + extra_file + "' --out '" + dir.file("x.h5ad") + "'");
+  EXPECT_EQ(out.status, 2) << out.out;
+  EXPECT_NE(out.out.find("autoencoder.genes metadata of " + r.prior_export), std::string::npos) << out.out;
+  EXPECT_EQ(out.out.find("genes.txt"), std::string::npos) << out.out;
   // Training a prior on an exported autoencoder: its run directory is needed.
   out = runBinary("train '" + r.prior + "/config.yaml' 'autoencoder=" + r.ae_export + "' run_dir=" + dir.file("p2"));
   EXPECT_EQ(out.status, 2) << out.out;

@@ -31,6 +31,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -41,6 +42,13 @@
 namespace latentcell::cli {
 
 namespace {
+
+// Where a user finds the model's gene list: the autoencoder run's genes.txt, or for an exported
+// prior (which may be used far from the run it came from) the export's own metadata.
+std::string genesSource(const std::string& prior, const std::string& autoencoder_run) {
+  if (std::filesystem::is_regular_file(prior)) return "the autoencoder.genes metadata of " + prior;
+  return autoencoder_run + "/genes.txt";
+}
 
 std::string contextKey(const std::vector<int64_t>& ids, int64_t skip) {
   std::string key;
@@ -219,8 +227,8 @@ Command addGenerateCommand(CLI::App& parent) {
       throw std::invalid_argument(
           args->like + " has " + std::to_string(real.n_vars()) + " genes and " + std::to_string(real.n_obs()) +
           " cells, the autoencoder models " + std::to_string(ae.genes.size()) + " genes and keeps " +
-          std::to_string(mapped.rows.size()) + " cells: pass a file on exactly the model's genes (" + c.autoencoder +
-          "/genes.txt) without the autoencoder's excluded cells");
+          std::to_string(mapped.rows.size()) + " cells: pass a file on exactly the model's genes (" + genesSource(args->prior, args->autoencoder.empty() ? c.autoencoder : args->autoencoder) +
+          ") without the autoencoder's excluded cells");
     }
     std::map<std::string, int64_t> ae_index;
     for (size_t g = 0; g < ae.genes.size(); ++g) ae_index[ae.genes[g]] = static_cast<int64_t>(g);
