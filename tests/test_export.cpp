@@ -294,7 +294,8 @@ TEST(Export, AnExportedPriorRefusesTheSplitAndAnotherAutoencoder) {
   // the genes.txt of a run directory the user of an export may not have.
   auto extra = data::readH5ad(r.data);
   extra.var.index.push_back("NOT_A_MODEL_GENE");
-  extra.var.columns.clear();
+  extra.var.columns.clear();  // per-gene annotations would need a row for the extra gene
+  extra.varm.clear();
   extra.X.cols += 1;
   const auto extra_file = dir.file("extra.h5ad");
   data::writeH5ad(extra, extra_file);
