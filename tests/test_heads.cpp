@@ -94,16 +94,22 @@ HeadConfig headConfig(const std::string& yaml) {
   return root.head;
 }
 
+// The torch.distributions and scipy values of tests/python/heads_reference.py.
+core::SafetensorsData headsReference() {
+  test::TempDir dir;
+  const std::string file = dir.file("ref.safetensors");
+  if (test::runPython("tests/python/heads_reference.py", "'" + file + "'") != 0)
+    throw std::runtime_error("tests/python/heads_reference.py failed (its output is above)");
+  return core::loadSafetensors(file);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- negative binomial
 
 TEST(NegativeBinomial, LogProbMatchesTorchAndScipy) {
   LATENTCELL_REQUIRE_PYTHON();
-  test::TempDir dir;
-  const std::string file = dir.file("ref.safetensors");
-  ASSERT_EQ(test::runPython("tests/python/heads_reference.py", "'" + file + "'"), 0);
-  const auto ref = core::loadSafetensors(file);
+  const auto ref = headsReference();
   auto got = negativeBinomialLogProb(ref.at("nb.x"), ref.at("nb.mu"), ref.at("nb.theta"));
   ASSERT_EQ(got.scalar_type(), torch::kDouble);
   EXPECT_LE((got - ref.at("nb.torch")).abs().max().item<double>(), 1e-6);
@@ -114,10 +120,7 @@ TEST(NegativeBinomial, LogProbMatchesTorchAndScipy) {
 
 TEST(NegativeBinomial, ExpectedLog1pMatchesScipy) {
   LATENTCELL_REQUIRE_PYTHON();
-  test::TempDir dir;
-  const std::string file = dir.file("ref.safetensors");
-  ASSERT_EQ(test::runPython("tests/python/heads_reference.py", "'" + file + "'"), 0);
-  const auto ref = core::loadSafetensors(file);
+  const auto ref = headsReference();
   auto got = negativeBinomialExpectedLog1p(ref.at("nbl.mu"), ref.at("nbl.theta"), ref.at("nbl.scale"));
   ASSERT_EQ(got.scalar_type(), torch::kDouble);
   EXPECT_LE((got - ref.at("nbl.scipy")).abs().max().item<double>(), 1e-8);
