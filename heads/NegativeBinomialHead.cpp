@@ -163,8 +163,8 @@ at::Tensor negativeBinomialExpectedLog1p(const at::Tensor& mu, const at::Tensor&
     first.index_add_(0, active, (pmf * k).sum(1));
     start += chunk;
     // Past the mean (which is past the mode) the pmf only falls, so the missing mass is the tail.
-    auto past_mode = (static_cast<double>(start) > m.index_select(0, active));
-    auto settled = past_mode & ((1.0 - mass.index_select(0, active)) < tolerance);
+    auto past_mean = (static_cast<double>(start) > m.index_select(0, active));
+    auto settled = past_mean & ((1.0 - mass.index_select(0, active)) < tolerance);
     active = active.masked_select(settled.logical_not());
   }
   // What support was not reached (heavy tails past kMaxSupport): its mass at its conditional mean,
