@@ -2,6 +2,7 @@
 // against the NB moments, hurdle / ce-quant / MSE losses against values computed by hand in scalar
 // arithmetic, ce-quant bins on the real screen against ExpressionVAE's layout, gradients against
 // finite differences, the MMD term, the library-size model, and the head config with its errors.
+#include "GradCheck.h"
 #include "TestUtil.h"
 #include "core/Autocast.h"
 #include "core/Config.h"
@@ -39,32 +40,9 @@ void setLinear(torch::nn::Linear& linear, const torch::Tensor& weight, const tor
   linear->bias.copy_(bias);
 }
 
-// Central finite differences of the scalar `loss()` against autograd for every tensor in `wrt`,
-// at up to `samples` random entries each, in double precision.
-void expectGradientsMatch(const std::function<torch::Tensor()>& loss, const std::vector<torch::Tensor>& wrt,
-                          int64_t samples = 16) {
-  for (const auto& t : wrt)
-    if (t.grad().defined()) t.grad().zero_();
-  loss().backward();
-  for (size_t w = 0; w < wrt.size(); ++w) {
-    const auto& t = wrt[w];
-    ASSERT_TRUE(t.grad().defined()) << "tensor " << w << " received no gradient";
-    auto grad = t.grad().reshape(-1);
-    auto flat = t.data().view(-1);
-    auto picks = torch::randperm(flat.numel()).narrow(0, 0, std::min<int64_t>(flat.numel(), samples));
-    for (int64_t k = 0; k < picks.numel(); ++k) {
-      const int64_t i = picks[k].item<int64_t>();
-      torch::NoGradGuard ng;
-      const double orig = flat[i].item<double>(), eps = 1e-6;
-      flat[i] = orig + eps;
-      const double up = loss().item<double>();
-      flat[i] = orig - eps;
-      const double down = loss().item<double>();
-      flat[i] = orig;
-      const double numeric = (up - down) / (2 * eps);
-      EXPECT_NEAR(grad[i].item<double>(), numeric, 1e-6 + 1e-5 * std::abs(numeric)) << "tensor " << w << "[" << i << "]";
-    }
-  }
+// 16 random entries of each tensor.
+void expectGradientsMatch(const std::function<torch::Tensor()>& loss, const test::NamedTensors& wrt) {
+  test::expectLossGradientsMatch(loss, wrt, 16);
 }
 
 NegativeBinomialOptions nbOptions(int64_t width, int64_t n_genes) {
@@ -76,9 +54,7 @@ NegativeBinomialOptions nbOptions(int64_t width, int64_t n_genes) {
 
 std::shared_ptr<NegativeBinomialHead> doubleNb(const NegativeBinomialOptions& o) {
   auto head = std::make_shared<NegativeBinomialHead>(o);
-  head->to(torch::kDouble);
-  torch::NoGradGuard ng;
-  for (auto& p : head->parameters()) p.copy_(0.5 * torch::randn_like(p));
+  test::randomiseDouble(*head, 0.5);
   return head;
 }
 
@@ -234,8 +210,11 @@ TEST(NegativeBinomial, GradientsMatchFiniteDifferences) {
     auto h = torch::randn({2, 5, 3}, torch::kDouble).requires_grad_(true);
     auto counts = torch::randint(0, 12, {2, 5}, torch::kDouble);
     HeadContext ctx{torch::arange(1, 6, torch::kLong), f64({40.0, 15.0}), {}};
-    std::vector<torch::Tensor> wrt{h, head->scale->weight};
-    wrt.push_back(dispersion == Dispersion::Gene ? head->log_theta : head->dispersion->weight);
+    test::NamedTensors wrt{{"h", h}, {"scale.weight", head->scale->weight}};
+    if (dispersion == Dispersion::Gene)
+      wrt.emplace_back("log_theta", head->log_theta);
+    else
+      wrt.emplace_back("dispersion.weight", head->dispersion->weight);
     expectGradientsMatch([&] { return head->loss(h, counts, ctx).total; }, wrt);
   }
 }
@@ -367,7 +346,7 @@ TEST(Hurdle, GradientsMatchFiniteDifferences) {
   auto h = torch::randn({3, 4, 3}, torch::kDouble).requires_grad_(true);
   auto counts = torch::tensor({0., 3., 0., 7., 1., 0., 0., 2., 5., 0., 9., 0.}, torch::kDouble).view({3, 4});
   HeadContext ctx{{}, f64({30.0, 12.0, 70.0}), {}};
-  expectGradientsMatch([&] { return head.loss(h, counts, ctx).total; }, {h, head.proj->weight, head.proj->bias});
+  expectGradientsMatch([&] { return head.loss(h, counts, ctx).total; }, {{"h", h}, {"proj.weight", head.proj->weight}, {"proj.bias", head.proj->bias}});
 }
 
 // ---------------------------------------------------------------- ce-quant
@@ -556,7 +535,7 @@ TEST(Mmd, GradientsMatchFiniteDifferences) {
   torch::manual_seed(9);
   auto a = torch::randn({5, 3}, torch::kDouble).requires_grad_(true);
   auto b = torch::randn({4, 3}, torch::kDouble).requires_grad_(true);
-  expectGradientsMatch([&] { return mmdRbf(a, b, {0.5, 2.0}); }, {a, b});
+  expectGradientsMatch([&] { return mmdRbf(a, b, {0.5, 2.0}); }, {{"a", a}, {"b", b}});
 }
 
 TEST(Mmd, TermJoinsAnyHeadsLoss) {

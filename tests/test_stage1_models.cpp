@@ -3,6 +3,7 @@
 // outputs permute exactly with the queried genes), gradients against finite differences in double,
 // the count-embedding formulas, the MLP family, the PCA baseline against an exact SVD and a numpy
 // reference, decoder-only mode, and the errors bad configs and inputs get.
+#include "GradCheck.h"
 #include "TestUtil.h"
 #include "core/Config.h"
 #include "core/Safetensors.h"
@@ -104,51 +105,6 @@ void expectSameUpToRounding(const torch::Tensor& got, const torch::Tensor& want,
   ASSERT_EQ(got.sizes(), want.sizes()) << what;
   const double scale = 1.0 + want.abs().max().item<double>();
   EXPECT_LE(maxAbsDiff(got, want), 1e-5 * scale) << what;
-}
-
-// Checks d/dx of L = sum(f() * R) for every tensor in `wrt` at up to `samples` random entries
-// against central differences (the pattern of tests/test_gradcheck.cpp).
-void expectGradientsMatch(const std::function<torch::Tensor()>& f,
-                          const std::vector<std::pair<std::string, torch::Tensor>>& wrt, int64_t samples = 12) {
-  constexpr double kEps = 1e-6;
-  auto weights = torch::randn_like(f());
-  auto loss = [&] { return (f() * weights).sum(); };
-  for (const auto& [name, t] : wrt) {
-    if (t.grad().defined()) t.grad().zero_();
-  }
-  loss().backward();
-  for (const auto& [name, t] : wrt) {
-    ASSERT_TRUE(t.grad().defined()) << name << " received no gradient";
-    auto grad = t.grad().reshape(-1);
-    auto flat = t.data().view(-1);
-    const int64_t n = flat.numel();
-    auto picks = torch::randperm(n).narrow(0, 0, std::min(n, samples));
-    for (int64_t k = 0; k < picks.numel(); ++k) {
-      const int64_t i = picks[k].item<int64_t>();
-      torch::NoGradGuard ng;
-      const double orig = flat[i].item<double>();
-      flat[i] = orig + kEps;
-      const double up = loss().item<double>();
-      flat[i] = orig - kEps;
-      const double down = loss().item<double>();
-      flat[i] = orig;
-      const double numeric = (up - down) / (2 * kEps);
-      EXPECT_NEAR(grad[i].item<double>(), numeric, 1e-6 + 1e-5 * std::abs(numeric)) << name << "[" << i << "]";
-    }
-  }
-}
-
-std::vector<std::pair<std::string, torch::Tensor>> paramsOf(torch::nn::Module& m) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (auto& item : m.named_parameters()) out.emplace_back(item.key(), item.value());
-  return out;
-}
-
-// Parameters to double and away from their (partly zero) initial values.
-void randomiseDouble(torch::nn::Module& m) {
-  torch::NoGradGuard ng;
-  m.to(torch::kDouble);
-  for (auto& p : m.parameters()) p.copy_(0.4 * torch::randn_like(p));
 }
 
 }  // namespace
@@ -282,14 +238,14 @@ TEST(McabEncoderDecoder, GradientsMatchFiniteDifferences) {
     config.multiple_of = 8;
     config.latent_norm = true;
     McabEncoderDecoder model(10, config);
-    randomiseDouble(model);
+    test::randomiseDouble(model);
     auto ids = torch::tensor({{3, 7, 1, 0}, {9, 2, 0, 0}}, torch::kLong);
     auto counts = torch::tensor({{2.0, 5.0, 1.0, 0.0}, {3.0, 1.0, 0.0, 0.0}}, torch::kDouble).requires_grad_(true);
     auto genes = torch::tensor({4, 9, 1}, torch::kLong);
     auto f = [&] { return model.decode(model.encode(tokens(ids, counts)), genes); };
-    auto wrt = paramsOf(model);
+    auto wrt = test::withParameters(model);
     wrt.emplace_back("counts", counts);
-    expectGradientsMatch(f, wrt, 6);
+    test::expectGradientsMatch(f, wrt, 6);
   }
 }
 
@@ -303,12 +259,12 @@ TEST(McabDecoder, GradientsMatchFiniteDifferencesInLatentAndPerCellQueries) {
   config.latent_dim = 4;
   config.multiple_of = 8;
   McabEncoderDecoder model(10, config);
-  randomiseDouble(model);
+  test::randomiseDouble(model);
   auto latent = torch::randn({2, 3, 4}, torch::kDouble).requires_grad_(true);
   auto genes = torch::tensor({{4, 9, 1}, {2, 2, 10}}, torch::kLong);
-  auto wrt = paramsOf(*model.decoder);
+  auto wrt = test::withParameters(*model.decoder);
   wrt.emplace_back("latent", latent);
-  expectGradientsMatch([&] { return model.decode(latent, genes); }, wrt, 8);
+  test::expectGradientsMatch([&] { return model.decode(latent, genes); }, wrt, 8);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,16 +414,16 @@ TEST(MlpEncoderDecoder, GradientsMatchFiniteDifferences) {
     config.hidden = {6, 4};
     config.activation = "gelu";
     MlpEncoderDecoder model(8, config);
-    randomiseDouble(model);
+    test::randomiseDouble(model);
     model.train();  // batch statistics: the normalisation couples the cells, which the check covers
     auto dense = (torch::rand({4, 8}, torch::kDouble) * 5).requires_grad_(true);
     CellBatch batch;
     batch.dense_counts = dense;
     auto genes = torch::tensor({{3, 1}, {8, 8}, {2, 5}, {7, 4}}, torch::kLong);
     auto f = [&] { return model.decode(model.encode(batch), genes); };
-    auto wrt = paramsOf(model);
+    auto wrt = test::withParameters(model);
     wrt.emplace_back("dense_counts", dense);
-    expectGradientsMatch(f, wrt, 6);
+    test::expectGradientsMatch(f, wrt, 6);
   }
 }
 
